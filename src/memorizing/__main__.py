@@ -1,0 +1,3 @@
+from memorizing.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""Configuration as data: every knob a plan can ablate is a field here.
+
+A run is fully described by a `Config` (four sections: model, memory, data, train) plus nothing else.
+Configs load from and save to TOML, take `--set section.key=value` overrides, and validate themselves with
+errors that name the key, the value and what is allowed.
+"""
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from memorizing.errors import UserError
+
+SEARCH_BACKENDS = ("exact", "bucketed")
+COMBINE_MODES = ("gate", "fixed", "joint")
+POSITION_BIASES = ("none", "t5-relative", "learned-absolute")
+
+
+class ConfigError(UserError):
+    """An invalid configuration value; the message names the key, the value and the allowed values."""
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 256  # d_model
+    depth: int = 6  # number of transformer blocks
+    heads: int = 4
+    head_dim: int = 64
+    vocab_size: int = 256  # bytes
+    ffn_mult: int = 4  # FFN width = ffn_mult * dim
+    xl_cache: int = 256  # tokens of the previous segment kept per layer (Transformer-XL); 0 = off
+    bias_buckets: int = 32  # T5 relative position buckets for local attention
+    bias_max_distance: int = 128  # distance at which the last T5 bucket starts
+
+
+@dataclass
+class MemoryConfig:
+    enabled: bool = True
+    # 1-based layer numbers, "auto" (the paper's placement: layer 9 of 12, i.e. three quarters of the depth),
+    # or "last".
+    layers: list[int] | str = "auto"
+    size: int = 8192  # ring-buffer entries per lane and head
+    top_k: int = 32
+    combine: str = "gate"  # gate | fixed | joint
+    gate: float | None = None  # the fixed gate value for combine = "fixed" (0 = local only, 1 = memory only)
+    qk_norm: bool = True  # L2-normalised queries and keys with a learned per-head scale
+    search: str = "bucketed"  # exact | bucketed (TPU-style approximate top-k, as in the paper)
+    search_buckets: int = 4  # bucketed: buckets per wanted neighbour (more = higher recall, slower)
+    position_bias: str = "none"  # none (the paper) | t5-relative | learned-absolute
+    bias_buckets: int = 32  # buckets of the memory position bias
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "python-stdlib"
+    lanes: int = 8  # batch lanes, each streaming its own documents
+    segment: int = 256  # tokens per segment (the local context)
+    min_document: int = 0  # drop documents shorter than this many bytes (0 = keep all)
+    eval_tokens: int = 0  # evaluate on at most this many test tokens (0 = the whole split)
+    # The synthetic `recall` corpus.
+    recall_documents: int = 256
+    recall_length: int = 4096  # bytes per document
+    recall_pairs: int = 8  # name=value pairs bound at the start of each document
+    recall_distance: int = 1024  # bytes between the bindings and the first question
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    compile: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- derived values -------------------------------------------------------------------------------
+    def memory_layers(self) -> list[int]:
+        """The 0-based indices of the blocks that carry kNN memory (empty when memory is disabled)."""
+        if not self.memory.enabled:
+            return []
+        depth, layers = self.model.depth, self.memory.layers
+        if layers == "auto":
+            return [max(0, round(0.75 * depth) - 1)]
+        if layers == "last":
+            return [depth - 1]
+        return sorted({n - 1 for n in layers})
+
+    # ---- validation -----------------------------------------------------------------------------------
+    def validate(self) -> "Config":
+        m, mem, d, t = self.model, self.memory, self.data, self.train
+        for key, value in [("model.dim", m.dim), ("model.depth", m.depth), ("model.heads", m.heads),
+                           ("model.head_dim", m.head_dim), ("model.vocab_size", m.vocab_size),
+                           ("model.ffn_mult", m.ffn_mult), ("model.bias_buckets", m.bias_buckets),
+                           ("model.bias_max_distance", m.bias_max_distance), ("memory.size", mem.size),
+                           ("memory.top_k", mem.top_k), ("memory.search_buckets", mem.search_buckets),
+                           ("memory.bias_buckets", mem.bias_buckets),
+                           ("data.lanes", d.lanes), ("data.segment", d.segment),
+                           ("data.recall_documents", d.recall_documents), ("data.recall_length", d.recall_length),
+                           ("data.recall_pairs", d.recall_pairs), ("train.steps", t.steps),
+                           ("train.checkpoint_every", t.checkpoint_every), ("train.log_every", t.log_every)]:
+            if value < 1:
+                raise ConfigError(f"{key} = {value!r} is invalid: it must be a positive integer.")
+        for key, value in [("model.xl_cache", m.xl_cache), ("data.min_document", d.min_document),
+                           ("data.eval_tokens", d.eval_tokens), ("data.recall_distance", d.recall_distance),
+                           ("train.warmup", t.warmup), ("train.seed", t.seed)]:
+            if value < 0:
+                raise ConfigError(f"{key} = {value!r} is invalid: it must be zero or a positive integer.")
+        for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay),
+                           ("train.grad_clip", t.grad_clip)]:
+            if not value >= 0:
+                raise ConfigError(f"{key} = {value!r} is invalid: it must be a number >= 0.")
+        if m.xl_cache > d.segment:
+            raise ConfigError(f"model.xl_cache = {m.xl_cache} is invalid: the cache keeps tokens of the previous "
+                              f"segment, so it can be at most data.segment = {d.segment}.")
+        _choice("memory.combine", mem.combine, COMBINE_MODES)
+        _choice("memory.search", mem.search, SEARCH_BACKENDS)
+        _choice("memory.position_bias", mem.position_bias, POSITION_BIASES)
+        if mem.combine == "fixed":
+            if mem.gate is None:
+                raise ConfigError("memory.combine = 'fixed' needs memory.gate: set memory.gate to a value in "
+                                  "[0, 1] (0 = local attention only, 1 = memory only).")
+        if mem.gate is not None and not 0.0 <= mem.gate <= 1.0:
+            raise ConfigError(f"memory.gate = {mem.gate!r} is invalid: allowed values are numbers in [0, 1].")
+        if isinstance(mem.layers, str):
+            _choice("memory.layers", mem.layers, ("auto", "last"), extra="or a list of 1-based layer numbers")
+        else:
+            if not mem.layers:
+                raise ConfigError("memory.layers = [] is invalid: name at least one layer, or set "
+                                  "memory.enabled = false.")
+            for n in mem.layers:
+                if not 1 <= n <= m.depth:
+                    raise ConfigError(f"memory.layers = {mem.layers!r} is invalid: layer {n} is out of range; "
+                                      f"allowed are 1..{m.depth} (model.depth), 'auto' or 'last'.")
+        return self
+
+    # ---- (de)serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        def clean(obj):  # TOML has no null: leave out unset optional values
+            return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
+        return {name: clean(getattr(self, name)) for name in SECTIONS}
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "Config":
+        config = cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table of sections {list(SECTIONS)}, got {type(data).__name__}.")
+        for section, values in data.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section [{section}]; allowed sections are "
+                                  f"{', '.join(SECTIONS)}.")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs.")
+            for key, value in values.items():
+                config.set(f"{section}.{key}", value)
+        return config.validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: check the path.") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML ({e}): fix the file.") from None
+        return cls.from_dict(data, source=str(path))
+
+    # ---- overrides ------------------------------------------------------------------------------------
+    def set(self, dotted: str, value) -> None:
+        """Set `section.key` to `value`; a string value is parsed to the field's type."""
+        section_name, _, key = dotted.partition(".")
+        if section_name not in SECTIONS or not key:
+            raise ConfigError(f"unknown config key {dotted!r}; keys look like section.key with a section in "
+                              f"{', '.join(SECTIONS)}{_suggest(dotted)}.")
+        section = getattr(self, section_name)
+        hints = typing.get_type_hints(type(section))
+        if key not in hints:
+            raise ConfigError(f"unknown config key {dotted!r}{_suggest(dotted)}.")
+        setattr(section, key, _coerce(dotted, value, hints[key]))
+
+    def override(self, assignments: list[str]) -> "Config":
+        """Apply `key=value` strings (the command line's --set) and validate."""
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item!r} is invalid: write it as section.key=value, "
+                                  f"for example memory.size=4096.")
+            self.set(key.strip(), value.strip())
+        return self.validate()
+
+    def copy(self) -> "Config":
+        return Config.from_dict(self.to_dict())
+
+
+SECTIONS = {"model": ModelConfig, "memory": MemoryConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _suggest(dotted: str) -> str:
+    close = difflib.get_close_matches(dotted, all_keys(), n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(close)}?" if close else f"; see `memorizing keys` for all keys"
+
+
+def _choice(key: str, value, allowed, extra: str = "") -> None:
+    if value not in allowed:
+        more = f" {extra}" if extra else ""
+        raise ConfigError(f"{key} = {value!r} is invalid: allowed values are "
+                          f"{', '.join(repr(a) for a in allowed)}{more}.")
+
+
+def _coerce(key: str, value, hint):
+    """Turn `value` (from TOML or a --set string) into the field type `hint`, or raise ConfigError."""
+    text = value if isinstance(value, str) else None
+
+    def fail(expected: str):
+        raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}.")
+
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return text.lower() in ("true", "1", "yes")
+        fail("true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(text) if text is not None else fail("an integer")
+        except ValueError:
+            fail("an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(text) if text is not None else fail("a number")
+        except ValueError:
+            fail("a number")
+    if hint is str:
+        return value if isinstance(value, str) else fail("a string")
+    if hint == (float | None):
+        if text is not None and text.lower() in ("none", "null", ""):
+            return None
+        return _coerce(key, value, float)
+    if hint == (list[int] | str):  # memory.layers
+        if isinstance(value, list):
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return value
+            fail("a list of 1-based layer numbers, 'auto' or 'last'")
+        if text is not None:
+            parts = text.strip("[] ").replace(",", " ").split()
+            if len(parts) == 1 and parts[0] in ("auto", "last"):
+                return parts[0]
+            try:
+                return [int(p) for p in parts] if parts else fail("layer numbers, 'auto' or 'last'")
+            except ValueError:
+                return text  # reported by validate() with the allowed values
+        fail("a list of 1-based layer numbers, 'auto' or 'last'")
+    raise AssertionError(f"no coercion for {key} of type {hint}")
+
+
+# ---- presets -------------------------------------------------------------------------------------------
+# `tiny`: a smoke test, seconds per run. `cpu`: the default study for a 2-core CPU. `paper`: the paper's base
+# configuration (12 layers, d_model 1024, 8 heads of 128, memory at layer 9, 65K memory, segment 512), for a GPU.
+PRESETS: dict[str, dict[str, dict]] = {
+    "tiny": {
+        "model": {"dim": 64, "depth": 2, "heads": 2, "head_dim": 32, "xl_cache": 32},
+        "memory": {"size": 256, "top_k": 8, "layers": "last"},
+        "data": {"lanes": 4, "segment": 32, "eval_tokens": 8192},
+        "train": {"steps": 20, "lr": 3e-3, "warmup": 5, "checkpoint_every": 10, "log_every": 5},
+    },
+    "cpu": {
+        "model": {"dim": 128, "depth": 4, "heads": 4, "head_dim": 32, "xl_cache": 128},
+        "memory": {"size": 2048, "top_k": 32, "layers": "auto"},
+        "data": {"lanes": 8, "segment": 128, "min_document": 16384, "eval_tokens": 131072},
+        "train": {"steps": 400, "lr": 2e-3, "warmup": 40, "checkpoint_every": 100, "log_every": 10},
+    },
+    "paper": {
+        "model": {"dim": 1024, "depth": 12, "heads": 8, "head_dim": 128, "xl_cache": 512},
+        "memory": {"size": 65536, "top_k": 32, "layers": [9]},
+        "data": {"lanes": 32, "segment": 512, "min_document": 0, "eval_tokens": 0},
+        "train": {"steps": 500000, "lr": 1e-3, "warmup": 1000, "checkpoint_every": 5000, "log_every": 100},
+    },
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r} is unknown: allowed presets are {', '.join(PRESETS)}.")
+    return Config.from_dict(PRESETS[name], source=f"preset {name}")
+
+
+def build_config(config_file: str | None = None, preset_name: str | None = None,
+                 corpus: str | None = None, assignments: list[str] | None = None) -> Config:
+    """The one place a run's configuration is assembled: preset, then file, then --corpus, then --set."""
+    config = preset(preset_name) if preset_name else Config()
+    if config_file:
+        file_config = Config.load(config_file)
+        if preset_name:  # the file overrides only what it names
+            data = tomllib.loads(Path(config_file).read_text())
+            for section, values in data.items():
+                for key, value in values.items():
+                    config.set(f"{section}.{key}", value)
+        else:
+            config = file_config
+    if corpus:
+        config.data.corpus = corpus
+    return config.override(assignments or [])

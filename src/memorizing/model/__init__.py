@@ -1,0 +1,1 @@
+"""The Memorizing Transformer: local attention with XL cache, the kNN memory branch, the stack."""

@@ -1,0 +1,62 @@
+"""Multi-head causal attention over [Transformer-XL cache ; segment] with T5 relative position bias.
+
+In a memory layer the same queries also look up the kNN memory (memory_attention.py), and, with qk_norm, the
+queries and keys are L2-normalised with a learned per-head scale (the paper's fix for stale keys). After the
+segment has attended, the layer writes its keys and values, detached, to its memory and XL cache.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memorizing.config import Config
+from memorizing.model.memory_attention import MemoryAttention
+from memorizing.model.position import RelativePositionBias
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Config, has_memory: bool):
+        super().__init__()
+        m = config.model
+        self.heads, self.head_dim = m.heads, m.head_dim
+        self.qkv = nn.Linear(m.dim, 3 * m.heads * m.head_dim, bias=False)
+        self.proj = nn.Linear(m.heads * m.head_dim, m.dim, bias=False)
+        self.relative_bias = RelativePositionBias(m.heads, m.bias_buckets, m.bias_max_distance)
+        self.memory = MemoryAttention(config) if has_memory else None
+        self.qk_norm = has_memory and config.memory.qk_norm
+        if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
+            self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
+
+    def forward(self, x: torch.Tensor, layer_state, query_pos: torch.Tensor, commit: bool) -> torch.Tensor:
+        """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
+        lanes, length, _ = x.shape
+        q, k, v = self.qkv(x).view(lanes, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, L, D]
+        if self.qk_norm:
+            q = F.normalize(q, dim=-1) * self.log_scale.exp()[:, None, None]
+            k = F.normalize(k, dim=-1)
+        else:
+            q = q * self.head_dim ** -0.5
+
+        # Local keys: the cached previous segment, then this segment.
+        cache_k, cache_v, cache_valid = layer_state.cache  # [B, H, C, D], [B, H, C, D], [B, C]
+        cache_len = cache_k.shape[2]
+        keys, values = torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)  # [B, H, C + L, D]
+        bias = self.relative_bias(length, cache_len)[None]  # [1, H, L, C + L]
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # [L, L]
+        allowed = torch.cat([cache_valid[:, None, :].expand(-1, length, -1),
+                             causal[None].expand(lanes, -1, -1)], dim=-1)  # [B, L, C + L]
+        bias = bias.masked_fill(~allowed[:, None], float("-inf"))  # [B, H, L, C + L]
+
+        if self.memory is not None and self.memory.combine == "joint":  # the joint softmax needs local mass
+            logits = q @ keys.transpose(-1, -2) + bias
+            local_lse = logits.logsumexp(-1)  # [B, H, L]
+            local = torch.softmax(logits, dim=-1) @ values
+        else:
+            local, local_lse = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=1.0), None
+        out = local if self.memory is None else self.memory(q, layer_state.memory, query_pos, local, local_lse)
+
+        if commit:  # written after the segment has attended, so no token retrieves itself
+            layer_state.commit(k, v, query_pos)
+        return self.proj(out.transpose(1, 2).reshape(lanes, length, self.heads * self.head_dim))

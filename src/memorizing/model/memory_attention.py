@@ -1,0 +1,76 @@
+"""The memory branch of a memory layer: retrieve top-k (key, value) pairs, attend to them, combine with local.
+
+Paper, section 3: the layer's queries look up the k nearest stored keys of their own lane and head; a softmax
+over just those k logits gives the memory output V_mem; a learned per-head gate g = sigmoid(b_g) mixes it with
+the local attention output: out = g * V_mem + (1 - g) * V_local. Retrieved memories carry no position bias in
+the paper; `position_bias` adds one for ablation. `combine` selects the mixing:
+- `gate`: the paper's learned gate, b_g initialised to 0 (g = 0.5);
+- `fixed`: g held at a constant (0 = local only, 1 = memory only);
+- `joint`: one softmax over memory and local logits together, i.e. the two outputs weighted by their
+  softmax mass: w = sigmoid(lse_mem - lse_local).
+"""
+
+import torch
+from torch import nn
+
+from memorizing.config import Config
+from memorizing.memory.search import search
+from memorizing.memory.store import KNNMemory
+from memorizing.model.position import MemoryPositionBias
+
+
+class MemoryAttention(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        mem, heads = config.memory, config.model.heads
+        self.heads, self.combine, self.fixed_gate = heads, mem.combine, mem.gate
+        self.top_k, self.backend, self.buckets = mem.top_k, mem.search, mem.search_buckets
+        if self.combine == "gate":
+            self.gate_bias = nn.Parameter(torch.zeros(heads))  # b_g per head; sigmoid(0) = 0.5
+        self.position_bias = None
+        if mem.position_bias != "none":
+            self.position_bias = MemoryPositionBias(mem.position_bias, heads, mem.bias_buckets, mem.size)
+
+    def gate(self) -> torch.Tensor:
+        """[H] the weight of memory in each head's output (NaN for `joint`, where it depends on the data)."""
+        if self.combine == "gate":
+            return torch.sigmoid(self.gate_bias.detach()).cpu()
+        return torch.full((self.heads,), self.fixed_gate if self.combine == "fixed" else float("nan"))
+
+    def retrieve(self, queries: torch.Tensor, memory: KNNMemory, query_pos: torch.Tensor):
+        """Attend over the top-k memories of each query.
+
+        queries [B, H, L, D] (already scaled), query_pos [B, L] -> (V_mem [B, H, L, D], lse_mem [B, H, L]);
+        where a lane's memory is empty V_mem is 0 and lse_mem is about -1e30 (so its gradient stays finite).
+        """
+        lanes, heads, length, head_dim = queries.shape
+        index, found = search(queries.detach(), memory.keys, memory.valid, self.top_k, self.backend,
+                              self.buckets)  # [B, H, L, k] each
+        k = index.shape[-1]
+        flat = index.flatten(2)  # [B, H, L*k]
+        gather_index = flat[..., None].expand(-1, -1, -1, head_dim)
+        keys = memory.keys.gather(2, gather_index).view(lanes, heads, length, k, head_dim)  # [B, H, L, k, D]
+        values = memory.values.gather(2, gather_index).view(lanes, heads, length, k, head_dim)
+        logits = torch.einsum("bhld,bhlkd->bhlk", queries, keys)  # [B, H, L, k]
+        if self.position_bias is not None:
+            key_pos = memory.positions[:, None, :].expand(-1, heads, -1).gather(2, flat)  # [B, H, L*k]
+            logits = logits + self.position_bias(query_pos, key_pos.view(lanes, heads, length, k))
+        logits = logits.masked_fill(~found, float("-inf"))
+        # A softmax that gives 0 output (not NaN) where nothing was found.
+        peak = logits.amax(-1, keepdim=True).detach().clamp(min=-1e30)  # finite
+        weights = torch.exp(logits - peak)  # [B, H, L, k], 0 where not found
+        total = weights.sum(-1, keepdim=True)
+        out = torch.einsum("bhlk,bhlkd->bhld", weights / total.clamp(min=1e-30), values)
+        lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
+        return out, lse
+
+    def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:
+        """Mix memory and local attention outputs ([B, H, L, D] each) as `combine` says."""
+        mem_out, mem_lse = self.retrieve(queries, memory, query_pos)
+        if self.combine == "joint":
+            g = torch.sigmoid(mem_lse - local_lse)[..., None]  # [B, H, L, 1]; 0 when memory is empty
+        elif self.combine == "gate":
+            g = torch.sigmoid(self.gate_bias)[None, :, None, None]  # [1, H, 1, 1]
+        else:
+            g = self.fixed_gate
+        return g * mem_out + (1 - g) * local_out

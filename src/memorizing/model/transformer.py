@@ -1,0 +1,207 @@
+"""The Memorizing Transformer: a decoder-only stack of pre-norm blocks, one (or more) of which has kNN memory.
+
+    model = MemorizingTransformer(config)
+    state = model.init_state(lanes)                      # empty XL caches and memories for B lanes
+    logits, state = model(tokens, state, reset)          # tokens [B, L]; reset [B] clears a lane first
+
+A caller streams B documents segment by segment; `reset` marks lanes whose next segment starts a new document.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+from torch import nn
+
+from memorizing.config import Config, ConfigError
+from memorizing.errors import UserError
+from memorizing.memory.store import KNNMemory
+from memorizing.model.attention import Attention
+
+
+class LayerState:
+    """One layer's recurrent state for B lanes: the XL cache (last C keys/values) and, if any, the kNN memory."""
+
+    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, device, dtype):
+        self.cache_size = cache_size
+        self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
+                      torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
+                      torch.zeros(lanes, cache_size, device=device, dtype=torch.bool))  # [B, C] valid
+        self.memory = KNNMemory(lanes, heads, memory_size, head_dim, device, dtype) if memory_size else None
+
+    def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
+        """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L]."""
+        if self.cache_size:
+            cache_k, cache_v, valid = self.cache
+            now_valid = torch.ones_like(positions, dtype=torch.bool)
+            self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
+                          torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
+                          torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
+        if self.memory is not None:
+            self.memory.write(keys, values, positions)
+
+    def reset(self, lanes: torch.Tensor) -> None:
+        self.cache = tuple(t.masked_fill(lanes.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
+        if self.memory is not None:
+            self.memory.reset(lanes)
+
+
+class State:
+    """What the model carries between segments, per lane: document position, XL caches, kNN memories."""
+
+    def __init__(self, layers: list[LayerState], lanes: int, device):
+        self.layers = layers
+        self.position = torch.zeros(lanes, dtype=torch.long, device=device)  # [B] tokens read of the document
+
+    def reset(self, lanes: torch.Tensor) -> None:
+        """Clear the lanes where `lanes` [B] (bool) is True: their caches and memories, and nothing else."""
+        self.position = self.position.masked_fill(lanes, 0)
+        for layer in self.layers:
+            layer.reset(lanes)
+
+    def memories(self) -> list[KNNMemory]:
+        return [layer.memory for layer in self.layers if layer.memory is not None]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything in the state as named tensors (for checkpoints)."""
+        out = {"position": self.position}
+        for i, layer in enumerate(self.layers):
+            for name, t in zip(("cache_keys", "cache_values", "cache_valid"), layer.cache):
+                out[f"layer{i}.{name}"] = t
+            if layer.memory is not None:
+                out.update({f"layer{i}.memory.{k}": t for k, t in layer.memory.tensors().items()})
+        return {k: v.contiguous() for k, v in out.items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.position = tensors["position"].clone()
+        for i, layer in enumerate(self.layers):
+            layer.cache = tuple(tensors[f"layer{i}.{n}"].clone()
+                                for n in ("cache_keys", "cache_values", "cache_valid"))
+            if layer.memory is not None:
+                prefix = f"layer{i}.memory."
+                layer.memory.load_tensors({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config, has_memory: bool):
+        super().__init__()
+        dim = config.model.dim
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(config, has_memory)
+        self.mlp = MLP(dim, config.model.ffn_mult * dim)
+
+    def forward(self, x, layer_state, query_pos, commit):
+        x = x + self.attn(self.ln1(x), layer_state, query_pos, commit)
+        return x + self.mlp(self.ln2(x))
+
+
+class MemorizingTransformer(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config.validate()
+        m = config.model
+        self.memory_layers = config.memory_layers()
+        self.embed = nn.Embedding(m.vocab_size, m.dim)
+        self.blocks = nn.ModuleList(Block(config, i in self.memory_layers) for i in range(m.depth))
+        self.ln_f = nn.LayerNorm(m.dim)
+        self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied input/output embeddings
+        self.apply(self._init_weights)
+        for block in self.blocks:  # GPT-2: scale residual projections by depth
+            for proj in (block.attn.proj, block.mlp.down):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * m.depth) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def init_state(self, lanes: int) -> State:
+        m, param = self.config.model, self.embed.weight
+        layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache,
+                             self.config.memory.size if i in self.memory_layers else 0, param.device, param.dtype)
+                  for i in range(m.depth)]
+        return State(layers, lanes, param.device)
+
+    def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
+                commit: bool = True) -> tuple[torch.Tensor, State]:
+        """tokens [B, L] -> logits [B, L, vocab]. Lanes with reset [B] True start a new document first.
+        With commit=False the segment is read but not remembered (the state is left as it was)."""
+        if reset is not None and bool(reset.any()):
+            state.reset(reset)
+        length = tokens.shape[1]
+        query_pos = state.position[:, None] + torch.arange(length, device=tokens.device)  # [B, L]
+        x = self.embed(tokens)  # [B, L, dim]
+        for block, layer_state in zip(self.blocks, state.layers):
+            x = block(x, layer_state, query_pos, commit)
+        if commit:
+            state.position = state.position + length
+        return self.head(self.ln_f(x)), state
+
+    def gates(self) -> dict[int, list[float]]:
+        """Memory weight per head for each memory layer (1-based layer number)."""
+        return {i + 1: self.blocks[i].attn.memory.gate().tolist() for i in self.memory_layers}
+
+
+# ---- saving and loading: config as TOML, weights as safetensors (nothing is unpickled) --------------------
+CONFIG_FILE, WEIGHTS_FILE = "config.toml", "model.safetensors"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a crash leaves old or new, never torn."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model: MemorizingTransformer, folder: str | Path) -> None:
+    folder = Path(folder)
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_safetensors_model(model, tmp))
+    atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_toml()))
+
+
+def load_model(folder: str | Path, overrides: list[str] | None = None, device="cpu") -> MemorizingTransformer:
+    """Load a saved model; `overrides` (key=value) may change what does not touch the weights, such as
+    memory.search or memory.size."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise UserError(f"{folder} holds no saved model ({CONFIG_FILE} and {WEIGHTS_FILE}): pass the folder that "
+                        f"`memorizing train --out` wrote.")
+    config = Config.load(folder / CONFIG_FILE).override(overrides or [])
+    model = MemorizingTransformer(config).to(device)
+    try:
+        missing, unexpected = load_safetensors_model(model, folder / WEIGHTS_FILE, strict=False, device=str(device))
+    except Exception as e:  # safetensors raises on truncated or corrupted files
+        raise UserError(f"{folder / WEIGHTS_FILE} is corrupted or truncated ({e}): retrain, or restore the "
+                        f"file.") from None
+    if missing or unexpected:
+        raise ConfigError(f"the weights in {folder / WEIGHTS_FILE} do not fit the config (missing "
+                          f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}): only settings that keep "
+                          f"the parameters may be overridden at load time.")
+    return model

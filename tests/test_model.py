@@ -1,0 +1,233 @@
+"""The model's contracts: causality, lane isolation, reset, gate semantics, biases, save/load."""
+
+import pytest
+import torch
+
+from conftest import scramble, tiny_config
+from memorizing import ConfigError, MemorizingTransformer, load_model, save_model
+
+LANES, SEGMENT = 3, 32
+
+
+def stream(model, tokens, state=None, resets=None):
+    """Feed tokens [B, S*L] segment by segment; return the logits of all positions [B, S*L, V]."""
+    state = state or model.init_state(tokens.shape[0])
+    out = []
+    for s in range(tokens.shape[1] // SEGMENT):
+        reset = resets[s] if resets is not None else None
+        logits, state = model(tokens[:, s * SEGMENT:(s + 1) * SEGMENT], state, reset)
+        out.append(logits)
+    return torch.cat(out, 1), state
+
+
+def make_model(**sets):
+    model = MemorizingTransformer(tiny_config(**sets)).eval()
+    scramble(model)
+    return model
+
+
+@pytest.mark.parametrize("combine", ["gate", "joint"])
+@pytest.mark.parametrize("t", [5, 40, 75])  # inside the first segment, and in later ones
+def test_causality_within_segment_and_through_cache_and_memory(combine, t):
+    # memory 256 entries, XL cache 32: positions >= 64 only see position t through the memory.
+    model = make_model(memory__combine=combine)
+    tokens = torch.randint(0, 256, (LANES, 6 * SEGMENT))
+    changed = tokens.clone()
+    changed[:, t] = (changed[:, t] + 1) % 256
+    with torch.no_grad():
+        a, _ = stream(model, tokens)
+        b, _ = stream(model, changed)
+    assert torch.equal(a[:, :t], b[:, :t])
+    assert (a[:, t:] - b[:, t:]).abs().amax() > 1e-3  # the change is visible from t on
+    # far beyond the local window and XL cache, the change still arrives, through memory
+    assert (a[:, t + 2 * SEGMENT + 1:] - b[:, t + 2 * SEGMENT + 1:]).abs().amax() > 1e-3
+
+
+def test_far_positions_see_nothing_without_memory():
+    model = make_model(memory__enabled=False)
+    tokens = torch.randint(0, 256, (LANES, 6 * SEGMENT))
+    changed = tokens.clone()
+    changed[:, 3] += 1
+    with torch.no_grad():
+        a, _ = stream(model, tokens)
+        b, _ = stream(model, changed)
+    # XL cache only: the change reaches at most one segment further per layer (2 layers)
+    assert torch.equal(a[:, 3 * SEGMENT:], b[:, 3 * SEGMENT:])
+
+
+def test_lane_isolation():
+    model = make_model()
+    tokens = torch.randint(0, 256, (LANES, 5 * SEGMENT))
+    changed = tokens.clone()
+    changed[1] = torch.randint(0, 256, (5 * SEGMENT,))
+    resets = [torch.tensor([False, s == 2, False]) for s in range(5)]
+    with torch.no_grad():
+        a, _ = stream(model, tokens, resets=resets)
+        b, _ = stream(model, changed, resets=resets)
+    assert torch.equal(a[[0, 2]], b[[0, 2]])
+    assert not torch.equal(a[1], b[1])
+
+
+def test_reset_equals_fresh_state_and_touches_only_its_lane():
+    model = make_model(memory__position_bias="t5-relative")
+    history = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    segment = torch.randint(0, 256, (LANES, SEGMENT))
+    with torch.no_grad():
+        _, state = stream(model, history)
+        before = {k: v.clone() for k, v in state.tensors().items()}
+        state.reset(torch.tensor([True, False, False]))
+        after = state.tensors()
+        for name, value in after.items():  # lanes 1 and 2 untouched
+            assert torch.equal(value[1:], before[name][1:]), name
+        assert int(state.memories()[0].fill()[0]) == 0
+        logits, _ = model(segment, state)
+        fresh, _ = model(segment, model.init_state(LANES))
+        continued, _ = stream(model, torch.cat([history, segment], 1))
+    assert torch.equal(logits[0], fresh[0])
+    assert not torch.allclose(logits[1], fresh[1])  # lane 1 kept its history
+    assert torch.allclose(logits[1:], continued[1:, -SEGMENT:], atol=1e-5)
+
+
+def test_reset_flag_in_forward_matches_fresh_state():
+    model = make_model()
+    history, segment = torch.randint(0, 256, (LANES, 3 * SEGMENT)), torch.randint(0, 256, (LANES, SEGMENT))
+    with torch.no_grad():
+        _, state = stream(model, history)
+        logits, _ = model(segment, state, torch.tensor([False, True, False]))
+        fresh, _ = model(segment, model.init_state(LANES))
+    assert torch.equal(logits[1], fresh[1])
+
+
+def test_no_gradient_reaches_memory_and_backward_is_finite_on_empty_memory():
+    for combine in ("gate", "joint"):
+        model = make_model(memory__combine=combine)
+        state = model.init_state(LANES)
+        for _ in range(3):
+            logits, state = model(torch.randint(0, 256, (LANES, SEGMENT)), state)
+            logits.logsumexp(-1).mean().backward()
+        memory = state.memories()[0]
+        assert not memory.keys.requires_grad and not memory.values.requires_grad
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_learned_gate_starts_at_one_half():
+    model = MemorizingTransformer(tiny_config())
+    assert model.gates() == {2: [0.5, 0.5]}
+
+
+def test_fixed_gate_zero_is_the_local_only_model_and_one_is_memory_only():
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    local_only = make_model(memory__enabled=False)
+    gate0 = MemorizingTransformer(tiny_config(memory__combine="fixed", memory__gate=0.0, memory__qk_norm=False))
+    gate0.load_state_dict(local_only.state_dict())  # no extra parameters: same weights
+    with torch.no_grad():
+        a, _ = stream(local_only, tokens)
+        b, _ = stream(gate0, tokens)
+    assert torch.allclose(a, b, atol=1e-5)
+
+    # gate 1: the memory layer's output depends only on memory, so the first segment of a document (empty
+    # memory) gives identical memory-layer output whatever its tokens' local context.
+    gate1 = make_model(memory__combine="fixed", memory__gate=1.0)
+    attn = gate1.blocks[-1].attn
+    q = torch.randn(LANES, 2, SEGMENT, 32)
+    local = torch.randn_like(q)
+    state = gate1.init_state(LANES)
+    with torch.no_grad():
+        stream(gate1, tokens, state)
+        pos = state.position[:, None] + torch.arange(SEGMENT)
+        mem_out, _ = attn.memory.retrieve(q, state.layers[-1].memory, pos)
+        assert torch.equal(attn.memory(q, state.layers[-1].memory, pos, local), mem_out)
+        gate0_attn = gate0.blocks[-1].attn.memory
+        assert torch.equal(gate0_attn(q, state.layers[-1].memory, pos, local), local)
+
+
+def test_joint_combine_is_one_softmax_over_memory_and_local():
+    model = make_model(memory__combine="joint", memory__qk_norm=False)
+    memory_attention = model.blocks[-1].attn.memory
+    state = model.init_state(LANES)
+    with torch.no_grad():
+        stream(model, torch.randint(0, 256, (LANES, 3 * SEGMENT)), state)
+        memory = state.layers[-1].memory
+        q = torch.randn(LANES, 2, 4, 32)
+        local_keys, local_values = torch.randn(LANES, 2, 10, 32), torch.randn(LANES, 2, 10, 32)
+        local_logits = q @ local_keys.transpose(-1, -2)
+        local = torch.softmax(local_logits, -1) @ local_values
+        pos = torch.zeros(LANES, 4, dtype=torch.long) + 1000
+        out = memory_attention(q, memory, pos, local, local_logits.logsumexp(-1))
+        # reference: top-k memory logits and local logits in one softmax
+        scores = (q @ memory.keys.transpose(-1, -2)).masked_fill(~memory.valid[:, None, None], -torch.inf)
+        top, index = scores.topk(8, -1)
+        values = memory.values[:, :, None].expand(-1, -1, 4, -1, -1).gather(3, index[..., None].expand(-1, -1, -1, -1, 32))
+        weights = torch.softmax(torch.cat([top, local_logits], -1), -1)
+        reference = (weights[..., :8, None] * values).sum(-2) + weights[..., 8:] @ local_values
+    assert torch.allclose(out, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", ["t5-relative", "learned-absolute"])
+def test_memory_position_biases_run_and_matter_once_trained(bias):
+    model = make_model(memory__position_bias=bias, memory__qk_norm=False)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    table = model.blocks[-1].attn.memory.position_bias.table
+    with torch.no_grad():
+        table.zero_()
+        a, _ = stream(model, tokens)
+        table.normal_(0, 2.0)
+        b, _ = stream(model, tokens)
+    assert torch.equal(a[:, :SEGMENT], b[:, :SEGMENT])  # empty memory in the first segment: no effect
+    assert (a[:, 2 * SEGMENT:] - b[:, 2 * SEGMENT:]).abs().amax() > 1e-3
+
+
+def test_qk_norm_off_runs_and_differs():
+    tokens = torch.randint(0, 256, (LANES, 3 * SEGMENT))
+    with torch.no_grad():
+        a, _ = stream(make_model(memory__qk_norm=False), tokens)
+    assert torch.isfinite(a).all()
+    assert "log_scale" not in dict(make_model(memory__qk_norm=False).named_parameters()).keys()
+    assert any("log_scale" in n for n, _ in make_model().named_parameters())
+
+
+def test_parameter_counts_with_and_without_memory():
+    with_memory = MemorizingTransformer(tiny_config()).num_parameters()
+    without = MemorizingTransformer(tiny_config(memory__enabled=False)).num_parameters()
+    assert with_memory - without == 2 + 2  # gate bias and log scale, one per head
+
+
+def test_save_then_load_reproduces_logits_exactly(tmp_path):
+    model = make_model(memory__position_bias="learned-absolute")
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).eval()
+    tokens = torch.randint(0, 256, (LANES, 3 * SEGMENT))
+    with torch.no_grad():
+        assert torch.equal(stream(model, tokens)[0], stream(loaded, tokens)[0])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_load_refuses_a_truncated_weights_file(tmp_path):
+    save_model(make_model(), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(Exception, match="corrupted or truncated"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("memory.size", "-1", "memory.size = -1"),
+    ("memory.gate", "1.5", "[0, 1]"),
+    ("memory.layers", "7", "layer 7 is out of range"),
+    ("memory.search", "hnsw", "'exact', 'bucketed'"),
+    ("memory.position_bias", "rope", "'t5-relative'"),
+    ("memory.combine", "sum", "'gate', 'fixed', 'joint'"),
+])
+def test_invalid_config_values_name_key_value_and_allowed(key, value, words):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        tiny_config().override([f"{key}={value}"])
+
+
+def test_fixed_combine_without_gate_value_is_refused():
+    with pytest.raises(ConfigError, match="needs memory.gate"):
+        tiny_config().override(["memory.combine=fixed"])
+
+
+def test_unknown_key_suggests_close_matches():
+    with pytest.raises(ConfigError, match="memory.top_k"):
+        tiny_config().override(["memory.topk=3"])
