@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
+    eval_every: int = 0  # validation every this many steps (0 = off), on a quarter of data.eval_tokens
     compile: bool = False
 
 
@@ -118,7 +119,7 @@ class Config:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be a positive integer.")
         for key, value in [("model.xl_cache", m.xl_cache), ("data.min_document", d.min_document),
                            ("data.eval_tokens", d.eval_tokens), ("data.recall_distance", d.recall_distance),
-                           ("train.warmup", t.warmup), ("train.seed", t.seed)]:
+                           ("train.warmup", t.warmup), ("train.seed", t.seed), ("train.eval_every", t.eval_every)]:
             if value < 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be zero or a positive integer.")
         for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay),

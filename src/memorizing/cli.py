@@ -1,0 +1,157 @@
+"""The `memorizing` command: train, eval, generate, ablate, report, keys."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from memorizing.errors import UserError
+
+CORPUS_HELP = "python-stdlib (default), text:PATH, recall, pg19, enwik8 or arxiv"
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", help="a TOML config (sections model, memory, data, train)")
+    p.add_argument("--preset", choices=["tiny", "cpu", "paper"], help="start from a preset")
+    p.add_argument("--corpus", metavar="SPEC", help=CORPUS_HELP)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set memory.size=4096 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memorizing", description="Memorizing Transformers: train, evaluate, "
+                                     "sample, and run ablation studies.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model into a run folder")
+    _config_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="evaluate a trained model; writes DIR/eval.json")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--corpus", metavar="SPEC", help=f"default: the run's corpus; {CORPUS_HELP}")
+    p.add_argument("--split", default="test", help="train, valid or test (default test)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="settings that keep the weights, e.g. memory.search=exact or data.eval_tokens=0")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("generate", help="sample text from a trained model, writing memory as it goes")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--prompt", default="", help="text to start from")
+    p.add_argument("--tokens", type=int, default=256, help="bytes to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest bytes (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("ablate", help="run an ablation plan and write a report")
+    p.add_argument("plan", nargs="?", help="a plan (Markdown as planners write it, or TOML); default: the seed plan")
+    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"], help="the baseline (default cpu)")
+    p.add_argument("--corpus", metavar="SPEC", help=CORPUS_HELP)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the baseline for every variant")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    p.add_argument("--out", default="runs/ablation", metavar="DIR", help="the study folder")
+    p.add_argument("--dry-run", action="store_true", help="print the variants and their config changes only")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("report", help="merge study folders (shards) into one report")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.add_argument("--out", metavar="DIR", help="where to write the report (default: the first DIR)")
+
+    sub.add_parser("keys", help="list every config key with its default")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from memorizing.config import Config, build_config
+    from memorizing.train import train
+    out = Path(args.out)
+    if args.resume and not (args.config or args.preset or args.corpus or args.sets):
+        if not (out / "config.toml").exists():
+            raise UserError(f"--resume: {out} holds no run (no config.toml): start it without --resume.")
+        config = Config.load(out / "config.toml")
+    else:
+        config = build_config(args.config, args.preset, args.corpus, args.sets)
+    summary = train(config, out, resume=args.resume, progress=not args.quiet)
+    print(f"trained {summary['steps']} steps: loss {summary['final_loss']:.4f}, "
+          f"{summary['tokens_per_s']:,.0f} tokens/s; model saved in {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from memorizing.data.corpora import load_corpus, split_documents
+    from memorizing.evaluate import evaluate, take_documents
+    from memorizing.model.transformer import atomic_write, load_model
+    model = load_model(args.dir, args.sets)
+    config = model.config
+    if args.corpus:
+        config.data.corpus = args.corpus
+    documents = take_documents(split_documents(load_corpus(config.data), args.split, config.data.corpus),
+                               config.data.eval_tokens)
+    total = sum(len(d.data) - 1 for d in documents)
+    with tqdm(total=total, disable=args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
+        result = evaluate(model, documents, config.data.lanes, config.data.segment,
+                          measure_recall=bool(model.memory_layers), progress=bar.update)
+    result = {"corpus": config.data.corpus, "split": args.split, "search": config.memory.search, **result}
+    atomic_write(Path(args.dir) / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token over "
+          f"{result['tokens']:,} tokens in {result['documents']} documents")
+    for name, bucket in result["by_position"].items():
+        print(f"  position {name:>9}: perplexity {bucket['ppl']:.4f} ({bucket['tokens']:,} tokens)")
+    if "search_recall_at_k" in result:
+        print(f"  {config.memory.search} search recall@{config.memory.top_k}: {result['search_recall_at_k']:.3f}")
+    print(f"written to {Path(args.dir) / 'eval.json'}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from memorizing.generate import generate
+    from memorizing.model.transformer import load_model
+    if args.tokens < 0:
+        raise UserError(f"--tokens {args.tokens} is invalid: give a number of bytes >= 0.")
+    model = load_model(args.dir)
+    text = generate(model, args.prompt.encode(), args.tokens, args.temperature, args.top_k, args.seed)
+    sys.stdout.write(args.prompt + text.decode("utf-8", errors="replace") + "\n")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from memorizing.config import Config
+    for section, values in Config().to_dict().items():
+        for key, value in values.items():
+            print(f"{section}.{key} = {value!r}")
+    print("memory.gate = (unset; required with memory.combine = 'fixed')")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from memorizing.ablation.runner import run_study
+    return run_study(args)
+
+
+def cmd_report(args) -> int:
+    from memorizing.ablation.report import merge_reports
+    return merge_reports(args.dirs, args.out)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate, "keys": cmd_keys,
+            "ablate": cmd_ablate, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"memorizing {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"memorizing {args.command}: interrupted; finished work is kept (train: --resume continues).",
+              file=sys.stderr)
+        return 130

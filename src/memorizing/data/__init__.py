@@ -1,0 +1,1 @@
+"""Long documents: named corpora, a stable split by document hash, and lanes that stream segments."""

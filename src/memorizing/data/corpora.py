@@ -1,0 +1,179 @@
+"""Named corpora. Every corpus is a list of documents (bytes); tokens are bytes (vocabulary 256).
+
+Specs: `python-stdlib` (the running Python's standard library, one document per source file), `text:PATH` (a
+file, a folder searched recursively, or a glob; each file one document), `recall` (synthetic long-range recall
+documents), and the public long-document sets `pg19`, `enwik8` and `arxiv`, fetched once into a cache folder
+($MEMORIZING_DATA, default ~/.cache/memorizing) and read from there afterwards.
+"""
+
+import glob
+import hashlib
+import io
+import os
+import random
+import sysconfig
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memorizing.config import DataConfig
+from memorizing.errors import UserError
+
+SPLITS = ("train", "valid", "test")
+VALID_SHARE, TEST_SHARE = 0.05, 0.05
+
+
+class CorpusError(UserError):
+    """A corpus that cannot be read or is unfit for training."""
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str
+    data: bytes
+    # (start, end) byte ranges whose prediction needs long-range memory (the `recall` corpus marks them).
+    spans: tuple[tuple[int, int], ...] = field(default=())
+
+
+def load_corpus(config: DataConfig) -> list[Document]:
+    """All documents of the corpus `config.corpus`, without those shorter than `config.min_document`."""
+    spec = config.corpus
+    if spec == "python-stdlib":
+        documents = python_stdlib()
+    elif spec.startswith("text:"):
+        documents = text_files(spec[len("text:"):])
+    elif spec == "recall":
+        documents = recall_documents(config)
+    elif spec in PUBLIC:
+        documents = PUBLIC[spec]()
+    else:
+        raise CorpusError(f"--corpus {spec!r} is unknown: use python-stdlib, text:PATH, recall, "
+                          f"{', '.join(PUBLIC)}.")
+    if not documents:
+        raise CorpusError(f"corpus {spec!r} holds no documents: point it at files with content.")
+    kept = [d for d in documents if len(d.data) >= max(config.min_document, 2)]
+    if not kept:
+        raise CorpusError(f"corpus {spec!r}: all {len(documents)} documents are shorter than data.min_document = "
+                          f"{config.min_document} bytes: lower data.min_document or add longer documents.")
+    return kept
+
+
+def split_of(document: Document) -> str:
+    """The split a document belongs to, from a hash of its content: stable across machines and runs."""
+    h = int.from_bytes(hashlib.sha1(document.data).digest()[:8], "big") / 2 ** 64
+    return "test" if h < TEST_SHARE else "valid" if h < TEST_SHARE + VALID_SHARE else "train"
+
+
+def split_documents(documents: list[Document], split: str, corpus: str = "corpus") -> list[Document]:
+    if split not in SPLITS:
+        raise CorpusError(f"--split {split!r} is unknown: use one of {', '.join(SPLITS)}.")
+    chosen = [d for d in documents if split_of(d) == split]
+    if not chosen:
+        raise CorpusError(f"{corpus}: none of its {len(documents)} documents falls in the {split!r} split (about "
+                          f"{TEST_SHARE:.0%} go to test and to valid, by content hash): add more documents.")
+    return chosen
+
+
+# ---- local corpora ---------------------------------------------------------------------------------------
+def python_stdlib() -> list[Document]:
+    """The running Python's standard-library sources (third-party site-packages excluded)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+    return [Document(str(p.relative_to(root)), p.read_bytes()) for p in files if p.is_file()]
+
+
+def text_files(path: str) -> list[Document]:
+    target = Path(path).expanduser()
+    if target.is_file():
+        files = [target]
+    elif target.is_dir():
+        files = sorted(p for p in target.rglob("*") if p.is_file())
+    else:
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())
+        if not files:
+            raise CorpusError(f"--corpus text:{path}: no such file, folder or matching glob: check the path.")
+    return [Document(str(p), p.read_bytes()) for p in files]
+
+
+def recall_documents(config: DataConfig) -> list[Document]:
+    """Synthetic long-range recall: names bound to values at the start of a document, asked for again far
+    beyond the local context, between filler. Only memory (or a very long context) can answer.
+
+    Layout: `NAME=VALUE;` for `recall_pairs` pairs, then `recall_distance` bytes of filler, then questions
+    `NAME=VALUE;` in random order between filler, until `recall_length` bytes. The VALUE bytes of every question
+    are the recalled spans. Seeded by the document number: the corpus is the same on every machine.
+    """
+    letters, digits, filler = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "abcdefghijklmnopqrstuvwxyz "
+    documents = []
+    for n in range(config.recall_documents):
+        rng = random.Random(f"recall-{n}")
+        names = set()
+        while len(names) < config.recall_pairs:
+            names.add("".join(rng.choices(letters, k=4)))
+        pairs = {name: "".join(rng.choices(digits, k=4)) for name in sorted(names)}
+        text, spans = "", []
+        for name, value in pairs.items():
+            text += f"{name}={value};"
+        text += "".join(rng.choices(filler, k=config.recall_distance))
+        while len(text) < config.recall_length:
+            name = rng.choice(sorted(pairs))
+            start = len(text) + len(name) + 1
+            text += f"{name}={pairs[name]};"
+            spans.append((start, start + 4))
+            text += "".join(rng.choices(filler, k=rng.randint(8, 32)))
+        data = text[:config.recall_length].encode()
+        documents.append(Document(f"recall-{n}", data, tuple((a, b) for a, b in spans if b <= len(data))))
+    return documents
+
+
+# ---- public long-document sets ---------------------------------------------------------------------------
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MEMORIZING_DATA", Path.home() / ".cache" / "memorizing"))
+
+
+def _fetch(name: str, url: str) -> bytes:
+    """The bytes at `url`, downloaded once into the cache folder."""
+    path = _cache_dir() / name
+    if not path.exists():
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                data = response.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise CorpusError(f"cannot download {url} ({e}); this machine seems offline. Put the file at {path} "
+                              f"by hand, or train on local files with --corpus text:PATH.") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path.read_bytes()
+
+
+def enwik8() -> list[Document]:
+    """enwik8 (first 100M bytes of English Wikipedia XML), one document per <page>."""
+    raw = _fetch("enwik8.zip", "http://mattmahoney.net/dc/enwik8.zip")
+    data = zipfile.ZipFile(io.BytesIO(raw)).read("enwik8")
+    pages = data.split(b"<page>")[1:]
+    return [Document(f"enwik8-{i}", b"<page>" + page) for i, page in enumerate(pages)]
+
+
+def pg19() -> list[Document]:
+    """PG-19 books (Project Gutenberg before 1919, DeepMind release): the test books, one document each."""
+    index = _fetch("pg19-test-index.txt", "https://storage.googleapis.com/storage/v1/b/deepmind-gutenberg/o"
+                                          "?prefix=test/&fields=items(name)")
+    names = [line.split('"')[3] for line in index.decode().splitlines() if '"name"' in line]
+    return [Document(n, _fetch(f"pg19-{Path(n).name}",
+                               f"https://storage.googleapis.com/deepmind-gutenberg/{n}")) for n in names]
+
+
+def arxiv() -> list[Document]:
+    """arXiv math papers (LaTeX sources) as gathered by the Proof-Pile, one document per paper."""
+    import json
+    raw = _fetch("arxiv-test.jsonl", "https://huggingface.co/datasets/hoskinson-center/proof-pile/resolve/main/"
+                                     "test/arxiv/arxiv_test.jsonl")
+    return [Document(f"arxiv-{i}", json.loads(line)["text"].encode())
+            for i, line in enumerate(raw.decode().splitlines()) if line.strip()]
+
+
+PUBLIC = {"pg19": pg19, "enwik8": enwik8, "arxiv": arxiv}
