@@ -24,13 +24,18 @@ def bucket_name(start: int, end: int | None) -> str:
 
 
 def take_documents(documents: list[Document], max_tokens: int) -> list[Document]:
-    """Whole documents in order until at least `max_tokens` tokens (0 = all): no document is cut short."""
+    """Documents in order up to `max_tokens` tokens in all (0 = all); the last one is cut to fit, from its
+    start, so positions in the document keep their meaning."""
     if max_tokens <= 0:
         return documents
     chosen, total = [], 0
     for document in documents:
         if total >= max_tokens:
             break
+        room = max_tokens - total
+        if len(document.data) - 1 > room:
+            document = Document(document.name, document.data[:room + 1],
+                                tuple((a, b) for a, b in document.spans if b <= room + 1))
         chosen.append(document)
         total += len(document.data) - 1
     return chosen

@@ -98,12 +98,16 @@ def text_files(path: str) -> list[Document]:
 
 
 def recall_documents(config: DataConfig) -> list[Document]:
-    """Synthetic long-range recall: names bound to values at the start of a document, asked for again far
-    beyond the local context, between filler. Only memory (or a very long context) can answer.
+    """Synthetic long-range recall: names bound to values at the start of a document and asked for again later,
+    some within the local context and some far beyond it, between filler.
 
-    Layout: `NAME=VALUE;` for `recall_pairs` pairs, then `recall_distance` bytes of filler, then questions
-    `NAME=VALUE;` in random order between filler, until `recall_length` bytes. The VALUE bytes of every question
-    are the recalled spans. Seeded by the document number: the corpus is the same on every machine.
+    Layout: `NAME1234;` for each of `recall_pairs` pairs (4 capital letters, then 4 digits), `recall_distance`
+    bytes of lowercase filler, then questions `NAME1234;` of randomly chosen pairs with 4-16 bytes of filler
+    between them, until `recall_length` bytes. The recalled spans are the digits of the questions whose name was
+    last mentioned at least `recall_distance` bytes earlier: with `recall_distance` beyond the segment and the XL
+    cache, only memory can answer those. The nearer repeats are what teaches the layers below (and the key
+    projection, which memory shares with local attention) to look things up by name.
+    Seeded by the document number: the corpus is the same on every machine.
     """
     letters, digits, filler = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "abcdefghijklmnopqrstuvwxyz "
     documents = []
@@ -113,16 +117,18 @@ def recall_documents(config: DataConfig) -> list[Document]:
         while len(names) < config.recall_pairs:
             names.add("".join(rng.choices(letters, k=4)))
         pairs = {name: "".join(rng.choices(digits, k=4)) for name in sorted(names)}
-        text, spans = "", []
+        text, last_seen, spans = "", {}, []
         for name, value in pairs.items():
-            text += f"{name}={value};"
+            last_seen[name] = len(text)
+            text += f"{name}{value};"
         text += "".join(rng.choices(filler, k=config.recall_distance))
         while len(text) < config.recall_length:
             name = rng.choice(sorted(pairs))
-            start = len(text) + len(name) + 1
-            text += f"{name}={pairs[name]};"
-            spans.append((start, start + 4))
-            text += "".join(rng.choices(filler, k=rng.randint(8, 32)))
+            start = len(text) + len(name)
+            if len(text) - last_seen[name] >= config.recall_distance:
+                spans.append((start, start + 4))
+            last_seen[name] = len(text)
+            text += f"{name}{pairs[name]};" + "".join(rng.choices(filler, k=rng.randint(4, 16)))
         data = text[:config.recall_length].encode()
         documents.append(Document(f"recall-{n}", data, tuple((a, b) for a, b in spans if b <= len(data))))
     return documents

@@ -23,21 +23,28 @@ def _scores(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor) -> t
     return scores.masked_fill(~valid[:, None, None, :], float("-inf"))
 
 
-def _exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return scores.topk(k, dim=-1)
+def _exact(queries, keys, valid, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _scores(queries, keys, valid).topk(k, dim=-1)
 
 
-def _bucketed_topk(scores: torch.Tensor, k: int, buckets_per_neighbour: int) -> tuple[torch.Tensor, torch.Tensor]:
-    size = scores.shape[-1]
+def _bucketed(queries, keys, valid, k: int, buckets_per_neighbour: int) -> tuple[torch.Tensor, torch.Tensor]:
+    size = keys.shape[2]
     buckets = min(size, k * buckets_per_neighbour)
     rows = -(-size // buckets)
-    pad = rows * buckets - size
-    if pad:
-        scores = torch.nn.functional.pad(scores, (0, pad), value=float("-inf"))
-    # Slot m lands in bucket m % buckets, row m // buckets.
-    best, row = scores.unflatten(-1, (rows, buckets)).max(dim=-2)  # [..., buckets]
-    top, bucket = best.topk(k, dim=-1)  # [..., k]
-    return top, row.gather(-1, bucket) * buckets + bucket
+    scores = _scores(queries, keys, valid)  # [B, H, L, M]
+    if rows * buckets > size:
+        scores = torch.nn.functional.pad(scores, (0, rows * buckets - size), value=float("-inf"))
+    # Slot m = row * buckets + bucket: bucket b holds slots b, b + buckets, b + 2 * buckets, ... (interleaved,
+    # so the entries of one earlier segment spread over all buckets).
+    table = scores.unflatten(-1, (rows, buckets))  # [B, H, L, rows, buckets]
+    best = table.amax(dim=-2)  # [B, H, L, buckets] each bucket's winner
+    top, bucket = best.topk(k, dim=-1)  # [B, H, L, k]
+    # The winning row of each chosen bucket: the first row that attains its maximum (an amax over rows, which
+    # is much faster on CPUs than an argmax across a non-last dimension).
+    chosen = table.gather(-1, bucket[..., None, :].expand(*table.shape[:-1], k))  # [B, H, L, rows, k]
+    countdown = torch.arange(rows, 0, -1, device=scores.device)[:, None]  # [rows, 1]: rows .. 1
+    row = rows - ((chosen == top[..., None, :]) * countdown).amax(dim=-2)  # [B, H, L, k]
+    return top, (row * buckets + bucket).clamp(max=size - 1)  # (padding slots only where nothing was found)
 
 
 @torch.no_grad()
@@ -48,11 +55,11 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
     chunk = max(1, _SCORE_BLOCK // (lanes * heads * keys.shape[2]))
     indices, found = [], []
     for start in range(0, length, chunk):  # chunks of query tokens bound the score matrix
-        scores = _scores(queries[:, :, start:start + chunk], keys, valid)
+        block = queries[:, :, start:start + chunk]
         if backend == "exact":
-            top, index = _exact_topk(scores, k)
+            top, index = _exact(block, keys, valid, k)
         elif backend == "bucketed":
-            top, index = _bucketed_topk(scores, k, buckets_per_neighbour)
+            top, index = _bucketed(block, keys, valid, k, buckets_per_neighbour)
         else:
             raise ValueError(f"unknown search back-end {backend!r}")
         indices.append(index)

@@ -1,0 +1,232 @@
+"""Run a study: the baseline and every variant of a plan, times seeds, resumable and shardable.
+
+Study folder:
+    study.json     the plan as variants and configs (written first; a rerun must match it)
+    ledger.jsonl   append-only, one checksummed line per finished run (ok or failed)
+    runs/KEY-sN/   each run's training folder (resumed from its checkpoint after an interruption)
+    report.md, report.json, *.png   written from the ledger(s) by report.py
+
+Variants whose configs coincide share one run key, so they are trained once and reported under each name.
+Every run with seed s uses train.seed = s for both initialisation and data order, so comparisons are paired.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from memorizing.ablation.components import Variant, apply_changes, variants_for
+from memorizing.ablation.plan import PlanError, load_plan
+from memorizing.config import Config, build_config
+from memorizing.errors import UserError
+from memorizing.model.transformer import atomic_write
+
+STUDY, LEDGER, RUNS = "study.json", "ledger.jsonl", "runs"
+
+
+def config_key(config: Config) -> str:
+    """Identifies a configuration apart from its seed."""
+    data = config.to_dict()
+    data["train"].pop("seed")
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str], seeds: int) -> dict:
+    """The study as data: variants with their config changes and run keys, and one config per key."""
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
+    ablations, plan_name = load_plan(plan)
+    baseline = build_config(None, preset, corpus, sets)
+    source = plan or "built-in seed plan"
+    variants = [Variant("baseline", "baseline", None, {})]
+    for ablation in ablations:
+        variants += variants_for(ablation, source)
+    configs, rows = {}, []
+    for v in variants:
+        config = apply_changes(baseline, v.changes, where=f"{source}: variant {v.name!r} of {v.ablation!r}")
+        key = config_key(config)
+        configs[key] = config.to_dict()
+        rows.append({"name": v.name, "ablation": v.ablation, "replacement": v.replacement,
+                     "config_changes": {k: _jsonable(val) for k, val in v.changes.items()}, "key": key})
+    names = [r["name"] for r in rows]
+    for r in rows:  # names must be unique: qualify repeated ones with their ablation
+        if names.count(r["name"]) > 1 and r["ablation"] != "baseline":
+            r["name"] = f"{r['name']} ({r['ablation']})"
+    return {"plan": plan_name, "plan_path": plan, "preset": preset, "corpus": baseline.data.corpus, "sets": sets,
+            "seeds": [baseline.train.seed + s for s in range(seeds)],
+            "ablations": [a.title for a in ablations], "variants": rows, "configs": configs}
+
+
+def _jsonable(value):
+    return value if isinstance(value, (int, float, bool, str, list)) or value is None else str(value)
+
+
+def all_runs(study: dict) -> list[tuple[str, int]]:
+    return sorted((key, seed) for key in study["configs"] for seed in study["seeds"])
+
+
+def run_id(key: str, seed: int) -> str:
+    return f"{key}-s{seed}"
+
+
+# ---- the ledger --------------------------------------------------------------------------------------------
+def _checksum(record: dict) -> str:
+    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def append_ledger(folder: Path, record: dict) -> None:
+    line = json.dumps({**record, "checksum": _checksum(record)}, sort_keys=True)
+    with open(folder / LEDGER, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_ledger(folder: Path, warn=None) -> dict[str, dict]:
+    """Finished runs by id; a torn or altered line is named and skipped (its run is redone)."""
+    records = {}
+    path = folder / LEDGER
+    if not path.exists():
+        return records
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            checksum = record.pop("checksum")
+            if checksum != _checksum(record):
+                raise ValueError("checksum mismatch")
+        except (json.JSONDecodeError, KeyError, ValueError, AttributeError) as e:
+            if warn:
+                warn(f"{path}, line {number}: damaged ledger line skipped ({e}); that run will be redone.")
+            continue
+        records[record["run"]] = record
+    return records
+
+
+# ---- one run -----------------------------------------------------------------------------------------------
+def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: bool, threads: int) -> dict:
+    """Train (or resume) and evaluate one run; returns its ledger record. Runs in a worker process too."""
+    from memorizing.data.corpora import load_corpus, split_documents
+    from memorizing.evaluate import evaluate
+    from memorizing.model.transformer import load_model
+    from memorizing.train import SUMMARY, train
+
+    torch.set_num_threads(threads)
+    config = Config.from_dict(config_dict)
+    config.train.seed = seed
+    run_dir = Path(folder) / RUNS / run_id(key, seed)
+    started = time.time()
+    record = {"run": run_id(key, seed), "key": key, "seed": seed}
+    try:
+        if not (run_dir / SUMMARY).exists():
+            resume = (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint.old").exists()
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
+            train(config, run_dir, resume=resume, progress=progress, log=lambda *_: None)
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        model = load_model(run_dir)
+        documents = split_documents(load_corpus(config.data), "test", config.data.corpus)
+        result = evaluate(model, documents, config.data.lanes, config.data.segment, config.data.eval_tokens,
+                          measure_recall=bool(model.memory_layers) and config.memory.search != "exact")
+        curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        record.update(status="ok", ppl=result["ppl"], bits_per_token=result["bits_per_token"],
+                      tokens=result["tokens"], by_position=result["by_position"],
+                      search_recall_at_k=result.get("search_recall_at_k"), parameters=summary["parameters"],
+                      tokens_per_s=summary["tokens_per_s"], peak_rss_mib=summary["peak_rss_mib"],
+                      train_seconds=summary["train_seconds"], gates=summary["gates"],
+                      stability={"max_grad_norm": summary["max_grad_norm"], "loss_spikes": summary["loss_spikes"],
+                                 "non_finite": False},
+                      curve=[{k: r[k] for k in ("step", "loss", "valid_ppl") if k in r} for r in curve])
+    except UserError:
+        raise
+    except Exception as e:  # a diverged or crashed run is recorded as failed; the study carries on
+        record.update(status="failed", error=f"{type(e).__name__}: {e}",
+                      stability={"non_finite": "non-finite" in str(e)})
+    record["wall_s"] = time.time() - started
+    return record
+
+
+# ---- the study ---------------------------------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+        if not 1 <= i <= n:
+            raise ValueError
+        return i, n
+    except ValueError:
+        raise UserError(f"--shard {text!r} is invalid: write I/N with 1 <= I <= N, e.g. --shard 2/4.") from None
+
+
+def run_study(args) -> int:
+    from memorizing.ablation.report import write_report
+    study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds)
+    shard_i, shard_n = parse_shard(args.shard)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} is invalid: give 1 or more.")
+    runs = all_runs(study)
+    mine = runs[shard_i - 1::shard_n]
+    if args.dry_run:
+        print_variants(study, len(runs), len(mine))
+        return 0
+
+    folder = Path(args.out)
+    study["command"] = "memorizing " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("memorizing") else None
+    existing = folder / STUDY
+    if existing.exists():
+        previous = json.loads(existing.read_text())
+        if previous.get("configs") != study["configs"] or previous.get("variants") != study["variants"]:
+            raise UserError(f"{folder} holds another study (its plan or settings differ): rerun the same command "
+                            f"to continue it, or choose another --out.")
+        study["command"] = previous.get("command") or study["command"]
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(existing, lambda tmp: Path(tmp).write_text(json.dumps(study, indent=2)))
+
+    warn = lambda message: print(f"memorizing ablate: warning: {message}", file=sys.stderr)
+    done = read_ledger(folder, warn)
+    todo = [(k, s) for k, s in mine if run_id(k, s) not in done]
+    print(f"study {folder}: {len(study['variants'])} variants, {len(study['configs'])} distinct configs x "
+          f"{len(study['seeds'])} seeds = {len(runs)} runs; this shard {len(mine)}, {len(mine) - len(todo)} done, "
+          f"{len(todo)} to run")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    quiet = args.quiet
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="run", desc="study", disable=quiet,
+              position=0) as bar:
+        def finished(record):
+            append_ledger(folder, record)
+            bar.update(1)
+            if record["status"] != "ok":
+                warn(f"run {record['run']} failed: {record['error']}")
+
+        if args.jobs == 1:
+            for key, seed in todo:
+                bar.set_postfix_str(run_id(key, seed))
+                finished(execute_run(str(folder), key, seed, study["configs"][key], not quiet, threads))
+        else:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(execute_run, str(folder), key, seed, study["configs"][key], False, threads)
+                           for key, seed in todo]
+                for future in as_completed(futures):
+                    finished(future.result())
+    write_report([folder], folder)
+    print(f"report: {folder / 'report.md'}")
+    return 0
+
+
+def print_variants(study: dict, total: int, mine: int) -> None:
+    print(f"plan {study['plan']}: baseline = preset {study['preset']} on {study['corpus']}"
+          f"{' with ' + ', '.join(study['sets']) if study['sets'] else ''}; seeds {study['seeds']}")
+    seen = {}
+    for v in study["variants"]:
+        same = seen.setdefault(v["key"], v["name"])
+        changes = ", ".join(f"{k} = {val!r}" for k, val in v["config_changes"].items()) or "(the baseline)"
+        shared = f"   [same config as {same!r}: trained once]" if same != v["name"] else ""
+        print(f"  [{v['ablation']}] {v['name']}: {changes}{shared}")
+    print(f"{len(study['configs'])} distinct configs x {len(study['seeds'])} seeds = {total} runs"
+          f"{f' ({mine} in this shard)' if mine != total else ''}; nothing trained (--dry-run)")

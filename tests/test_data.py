@@ -1,0 +1,126 @@
+"""Corpora, the split by hash, and lanes."""
+
+import urllib.error
+
+import pytest
+import torch
+
+from memorizing.config import DataConfig
+from memorizing.data import corpora
+from memorizing.data.corpora import CorpusError, Document, load_corpus, split_documents, split_of
+from memorizing.data.lanes import LaneStream
+
+
+def random_documents(n, low=10, high=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=g)
+    return [Document(f"d{i}", bytes(torch.randint(0, 256, (int(m),), generator=g).tolist()))
+            for i, m in enumerate(lengths)]
+
+
+def test_split_is_a_stable_partition_by_content():
+    documents = random_documents(400)
+    splits = {s: split_documents(documents, s) for s in ("train", "valid", "test")}
+    assert sum(len(v) for v in splits.values()) == len(documents)
+    names = [d.name for v in splits.values() for d in v]
+    assert len(set(names)) == len(documents)
+    assert 5 <= len(splits["test"]) <= 40 and 5 <= len(splits["valid"]) <= 40
+    assert split_of(Document("other name", documents[0].data)) == split_of(documents[0])  # content decides
+
+
+def test_evaluation_stream_predicts_every_byte_once_and_never_mixes_documents():
+    documents = random_documents(13)
+    stream = LaneStream(documents, lanes=3, segment=16, loop=False)
+    seen = {lane: [] for lane in range(3)}
+    targets_per_doc = []
+    current = [None] * 3
+    for batch in stream:
+        for lane in range(3):
+            if batch.reset[lane]:
+                if current[lane]:
+                    targets_per_doc.append(bytes(current[lane]))
+                current[lane] = []
+            if current[lane] is None:
+                continue
+            n = int(batch.mask[lane].sum())
+            if n == 0:  # this lane has run out of documents
+                assert not batch.mask[lane].any()
+                continue
+            assert batch.mask[lane, :n].all() and not batch.mask[lane, n:].any()  # padding only at the tail
+            assert torch.equal(batch.tokens[lane, 1:n], batch.targets[lane, :n - 1])  # next-byte targets
+            current[lane].extend(batch.targets[lane, :n].tolist())
+            seen[lane].append(n)
+    targets_per_doc += [bytes(c) for c in current if c]
+    assert sorted(targets_per_doc) == sorted(d.data[1:] for d in documents)
+
+
+def test_training_stream_is_deterministic_per_seed_and_resumable():
+    documents = random_documents(20)
+    a, b, c = (LaneStream(documents, 4, 32, seed=s) for s in (1, 1, 2))
+    batches_a = [next(a) for _ in range(30)]
+    assert all(torch.equal(x.tokens, next(b).tokens) for x in batches_a)
+    assert not all(torch.equal(x.tokens, next(c).tokens) for x in batches_a)
+    resumed = LaneStream(documents, 4, 32, seed=1)
+    resumed.load_state_dict(b.state_dict())
+    assert all(torch.equal(next(b).tokens, next(resumed).tokens) for _ in range(40))
+
+
+def test_text_corpus_reads_file_folder_and_glob(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.txt", "sub/b.txt", "sub/c.md"):
+        (tmp_path / name).write_bytes(b"x" * 50 + name.encode())
+    count = lambda spec: len(load_corpus(DataConfig(corpus=spec)))
+    assert count(f"text:{tmp_path / 'a.txt'}") == 1
+    assert count(f"text:{tmp_path}") == 3
+    assert count(f"text:{tmp_path}/**/*.txt") == 2
+    with pytest.raises(CorpusError, match="no such file"):
+        count(f"text:{tmp_path}/missing")
+
+
+def test_empty_and_too_short_corpora_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no documents"):
+        load_corpus(DataConfig(corpus=f"text:{tmp_path / 'empty'}"))
+    (tmp_path / "short.txt").write_bytes(b"tiny")
+    with pytest.raises(CorpusError, match="shorter than data.min_document"):
+        load_corpus(DataConfig(corpus=f"text:{tmp_path / 'short.txt'}", min_document=100))
+
+
+def test_python_stdlib_corpus_is_present():
+    documents = load_corpus(DataConfig(corpus="python-stdlib"))
+    assert len(documents) > 100
+    assert any(d.name.endswith("os.py") for d in documents)
+
+
+def test_recall_documents_ask_again_only_beyond_the_distance():
+    config = DataConfig(corpus="recall", recall_documents=5, recall_length=2048, recall_distance=300, recall_pairs=6)
+    documents = load_corpus(config)
+    assert documents == load_corpus(config)  # seeded
+    for document in documents:
+        text = document.data.decode()
+        assert document.spans
+        for start, end in document.spans:
+            name, value = text[start - 4:start], text[start:end]
+            first = text.index(name)
+            assert text[first + 4:first + 8] == value  # bound at the start
+            previous = text.rfind(name, 0, start - 4)
+            assert start - 4 - previous >= 300  # no earlier mention within the distance
+        assert len(document.spans) < text.count(";") - 6  # nearer repeats exist too, but are not marked
+
+
+def test_public_sets_say_so_when_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEMORIZING_DATA", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(corpora.urllib.request, "urlopen", offline)
+    for name in ("enwik8", "pg19", "arxiv"):
+        with pytest.raises(CorpusError, match="offline.*text:PATH"):
+            load_corpus(DataConfig(corpus=name))
+    assert not list(tmp_path.iterdir())  # nothing half-downloaded left behind
+
+
+def test_unknown_corpus_lists_the_known_ones():
+    with pytest.raises(CorpusError, match="python-stdlib, text:PATH, recall"):
+        load_corpus(DataConfig(corpus="wikipedia"))

@@ -1,0 +1,143 @@
+"""Training, resume, evaluation, generation and the command line."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from memorizing import preset
+from memorizing import train as train_module
+from memorizing.cli import main
+from memorizing.data.corpora import load_corpus, split_documents
+from memorizing.errors import UserError
+from memorizing.evaluate import evaluate
+from memorizing.generate import generate
+from memorizing.model.transformer import load_model
+from memorizing.train import train
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """60 text documents of 1-4 KB with repeated words (learnable), as a text: corpus."""
+    folder = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(0)
+    words = [f"word{i} " for i in range(40)]
+    for i in range(60):
+        n = int(torch.randint(150, 600, (1,), generator=g))
+        picks = torch.randint(0, len(words), (n,), generator=g).tolist()
+        (folder / f"doc{i}.txt").write_text("".join(words[p] for p in picks))
+    return f"text:{folder}"
+
+
+def tiny(corpus, **sets):
+    config = preset("tiny")
+    config.data.corpus = corpus
+    for key, value in sets.items():
+        config.set(key.replace("__", "."), value)
+    return config.validate()
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(corpus, tmp_path):
+    summary = train(tiny(corpus, train__steps=40, train__eval_every=20), tmp_path, progress=False, log=lambda *_: None)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["loss"] > records[-1]["loss"] + 0.5
+    assert {"loss", "lr", "grad_norm", "tokens_per_s", "memory_fill", "gates"} <= records[0].keys()
+    assert "valid_ppl" in records[-1]
+    assert records[-1]["memory_fill"] > 0
+    for name in ("config.toml", "model.safetensors", "train.json", "checkpoint/trainer.json"):
+        assert (tmp_path / name).exists(), name
+    assert summary["parameters"] == load_model(tmp_path).num_parameters()
+
+
+def test_resume_after_a_crash_ends_with_identical_weights(corpus, tmp_path, monkeypatch):
+    config = tiny(corpus, train__steps=24, train__checkpoint_every=8)
+    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
+
+    real_save, saves = train_module.save_checkpoint, []
+
+    def crash_on_second_save(*args, **kwargs):
+        if saves:
+            raise KeyboardInterrupt  # killed after step 16's compute, before its checkpoint
+        saves.append(1)
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "crashed", progress=False, log=lambda *_: None)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(config, tmp_path / "crashed", resume=True, progress=False, log=lambda *_: None)
+
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "crashed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated lines from the lost steps
+
+
+def test_run_folder_guards(corpus, tmp_path):
+    config = tiny(corpus, train__steps=4)
+    train(config, tmp_path, progress=False, log=lambda *_: None)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(config, tmp_path, progress=False, log=lambda *_: None)
+    with pytest.raises(UserError, match=r"differs from the run's.*memory.size"):
+        train(tiny(corpus, train__steps=4, memory__size=128), tmp_path, resume=True, progress=False)
+    trainer = tmp_path / "checkpoint" / "trainer.json"
+    trainer.write_text(trainer.read_text()[:10])
+    with pytest.raises(UserError, match="corrupted or truncated"):
+        train(config, tmp_path, resume=True, progress=False, log=lambda *_: None)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(corpus, tmp_path):
+    config = tiny(corpus, train__steps=6, train__lr=1e30, train__warmup=0, train__grad_clip=0.0)
+    with pytest.raises(train_module.TrainingDiverged, match="non-finite"):
+        train(config, tmp_path, progress=False, log=lambda *_: None)
+
+
+def test_eval_reports_perplexity_by_position_and_search_recall(corpus, tmp_path, capsys):
+    config = tiny(corpus, train__steps=10)
+    train(config, tmp_path, progress=False, log=lambda *_: None)
+    assert main(["eval", str(tmp_path), "--quiet"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert {"ppl", "bits_per_token", "tokens", "corpus", "split"} <= result.keys()
+    assert result["split"] == "test" and result["corpus"] == corpus
+    assert sum(b["tokens"] for b in result["by_position"].values()) == result["tokens"]
+    assert 0 < result["search_recall_at_k"] <= 1
+    # the same weights under exact search: recall is 1 and perplexity is close
+    assert main(["eval", str(tmp_path), "--quiet", "--set", "memory.search=exact"]) == 0
+    exact = json.loads((tmp_path / "eval.json").read_text())
+    assert exact["search_recall_at_k"] == 1.0 and exact["search"] == "exact"
+    documents = split_documents(load_corpus(config.data), "test")
+    manual = evaluate(load_model(tmp_path, ["memory.search=exact"]), documents, 4, 32, config.data.eval_tokens)
+    assert manual["ppl"] == pytest.approx(exact["ppl"])
+
+
+def test_generate_writes_memory_as_it_goes(corpus, tmp_path):
+    train(tiny(corpus, train__steps=4), tmp_path, progress=False, log=lambda *_: None)
+    model = load_model(tmp_path)
+    text = generate(model, b"word1 word2 ", 100, seed=1)
+    assert len(text) == 100
+    assert text == generate(model, b"word1 word2 ", 100, seed=1)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--preset", "tiny", "--set", "memory.sise=4"], "did you mean memory.size"),
+    (["train", "--preset", "tiny", "--set", "memory.gate=2"], "memory.gate"),
+    (["train", "--preset", "tiny", "--corpus", "nothing"], "is unknown"),
+    (["train", "--preset", "tiny", "--config", "missing.toml"], "does not exist"),
+    (["eval", "no-such-run"], "holds no saved model"),
+])
+def test_bad_input_exits_with_status_2_and_a_message(argv, words, tmp_path, capsys):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_corpus_of_only_short_documents_is_refused(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    for i in range(100):
+        (tmp_path / "docs" / f"{i}.txt").write_text(f"short {i}")
+    argv = ["train", "--preset", "tiny", "--corpus", f"text:{tmp_path / 'docs'}", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "at most one segment long" in capsys.readouterr().err
