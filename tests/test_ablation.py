@@ -115,7 +115,7 @@ def corpus(tmp_path_factory):
 
 def study_argv(plan, corpus, out, *extra):
     return ["ablate", str(plan), "--preset", "tiny", "--corpus", corpus, "--seeds", "2", "--out", str(out),
-            "--quiet", "--set", "train.steps=3", "--set", "data.eval_tokens=512", *extra]
+            "--quiet", "--jobs", "1", "--set", "train.steps=3", "--set", "data.eval_tokens=512", *extra]
 
 
 def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
@@ -149,12 +149,14 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
 
     # The same study in two shards, merged, gives the same report.
     monkeypatch.setattr(runner, "execute_run", real)
-    assert main(study_argv(plan, corpus, tmp_path / "a", "--shard", "1/2")) == 0
+    assert main(study_argv(plan, corpus, tmp_path / "a", "--shard", "1/2", "--jobs", "2")) == 0
     assert main(study_argv(plan, corpus, tmp_path / "b", "--shard", "2/2")) == 0
     assert not json.loads((tmp_path / "a" / "report.json").read_text())["complete"]
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())
-    assert [v["ppl"] for v in merged["variants"]] == [v["ppl"] for v in report["variants"]]
+    # (shard a ran in worker processes with one thread each: float sums may differ in the last digits)
+    for a, b in zip(merged["variants"], report["variants"]):
+        assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
 
     # A different plan into the same folder is refused.
     plan.write_text(PLAN.replace("  - 128", "  - 256"))

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     p.add_argument("--out", default="runs/ablation", metavar="DIR", help="the study folder")
     p.add_argument("--dry-run", action="store_true", help="print the variants and their config changes only")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--jobs", type=int, help="runs at once, each with its share of the CPU cores (default: one per "
+                   "core on a CPU machine, 1 with a GPU)")
     p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

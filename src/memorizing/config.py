@@ -80,7 +80,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     eval_every: int = 0  # validation every this many steps (0 = off), on a quarter of data.eval_tokens
-    compile: bool = False
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:N
+    precision: str = "fp32"  # fp32, or bf16 (autocast; for GPUs)
 
 
 @dataclass
@@ -91,6 +93,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     # ---- derived values -------------------------------------------------------------------------------
+    def device(self) -> str:
+        """The torch device to train and evaluate on."""
+        if self.train.device == "auto":
+            import torch
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.train.device
+
     def memory_layers(self) -> list[int]:
         """The 0-based indices of the blocks that carry kNN memory (empty when memory is disabled)."""
         if not self.memory.enabled:
@@ -129,6 +138,10 @@ class Config:
         if m.xl_cache > d.segment:
             raise ConfigError(f"model.xl_cache = {m.xl_cache} is invalid: the cache keeps tokens of the previous "
                               f"segment, so it can be at most data.segment = {d.segment}.")
+        _choice("train.precision", t.precision, ("fp32", "bf16"))
+        if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+            raise ConfigError(f"train.device = {t.device!r} is invalid: allowed values are 'auto', 'cpu', 'cuda' "
+                              f"or 'cuda:N'.")
         _choice("memory.combine", mem.combine, COMBINE_MODES)
         _choice("memory.search", mem.search, SEARCH_BACKENDS)
         _choice("memory.position_bias", mem.position_bias, POSITION_BIASES)
@@ -295,7 +308,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "model": {"dim": 128, "depth": 4, "heads": 4, "head_dim": 32, "xl_cache": 128},
         "memory": {"size": 2048, "top_k": 32, "layers": "auto"},
         "data": {"lanes": 8, "segment": 128, "min_document": 16384, "eval_tokens": 131072},
-        "train": {"steps": 400, "lr": 2e-3, "warmup": 40, "checkpoint_every": 100, "log_every": 10},
+        "train": {"steps": 400, "lr": 2e-3, "warmup": 40, "checkpoint_every": 100, "log_every": 10,
+                  "eval_every": 200},
     },
     "paper": {
         "model": {"dim": 1024, "depth": 12, "heads": 8, "head_dim": 128, "xl_cache": 512},

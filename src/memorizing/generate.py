@@ -12,20 +12,21 @@ def generate(model, prompt: bytes, max_new: int, temperature: float = 1.0, top_k
     segment = model.config.data.segment
     generator = torch.Generator().manual_seed(seed)
     state = model.init_state(1)
+    device = model.embed.weight.device
     model.eval()
     text = list(prompt) or [10]  # an empty prompt starts from a newline
     start = 0  # first token of the current (uncommitted) segment
     while len(text) - start > segment:  # commit the prompt's full segments (keeping one token to read)
-        model(torch.tensor([text[start:start + segment]]), state)
+        model(torch.tensor([text[start:start + segment]], device=device), state)
         start += segment
     for _ in range(max_new):
-        logits, _ = model(torch.tensor([text[start:]]), state, commit=False)
+        logits, _ = model(torch.tensor([text[start:]], device=device), state, commit=False)
         logits = logits[0, -1] / max(temperature, 1e-6)
         if top_k:
             cutoff = logits.topk(min(top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < cutoff, float("-inf"))
-        text.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)))
+        text.append(int(torch.multinomial(torch.softmax(logits.float().cpu(), -1), 1, generator=generator)))
         if len(text) - start > segment:  # a full segment, and the token after it: remember the segment
-            model(torch.tensor([text[start:start + segment]]), state)
+            model(torch.tensor([text[start:start + segment]], device=device), state)
             start += segment
     return bytes(text[len(prompt) if prompt else 1:])

@@ -37,6 +37,29 @@ class TrainingDiverged(RuntimeError):
     """The loss or gradient became non-finite; the last good checkpoint is kept."""
 
 
+def reset_peak_memory() -> None:
+    """Start measuring peak memory afresh (per run, also when runs share a process)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets the peak resident set size (VmHWM)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_mib() -> dict:
+    """Peak resident memory of this process since reset_peak_memory (and of the GPU, if one is used)."""
+    peak = {}
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak["peak_rss_mib"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        peak["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return peak
+
+
 def learning_rate(step: int, config: Config) -> float:
     """Linear warm-up to train.lr, then cosine decay to a tenth of it at train.steps."""
     t = config.train
@@ -95,11 +118,13 @@ def load_checkpoint(out: Path, model, optimizer, state, stream: LaneStream) -> d
         raise UserError(f"{out} has no checkpoint to resume from: start the run without --resume.")
     try:
         trainer = json.loads((final / "trainer.json").read_text())
-        missing, unexpected = load_safetensors_model(model, str(final / "model.safetensors"), strict=False)
+        missing, unexpected = load_safetensors_model(model, str(final / "model.safetensors"), strict=False,
+                                                     device=str(model.embed.weight.device))
         if missing or unexpected:
             raise ValueError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        state.load_tensors(load_file(str(final / "state.safetensors")))
-        optimizer.load_state_dict(torch.load(final / "optimizer.pt", weights_only=True))
+        device = model.embed.weight.device
+        state.load_tensors({k: v.to(device) for k, v in load_file(str(final / "state.safetensors")).items()})
+        optimizer.load_state_dict(torch.load(final / "optimizer.pt", weights_only=True, map_location=device))
         stream.load_state_dict(trainer["stream"])
     except UserError:
         raise
@@ -134,8 +159,10 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     valid_documents = split_documents(load_corpus(config.data), "valid", config.data.corpus) \
         if config.train.eval_every else []
 
+    reset_peak_memory()
     torch.manual_seed(config.train.seed)
-    model = MemorizingTransformer(config)
+    device = config.device()
+    model = MemorizingTransformer(config).to(device)
     optimizer = make_optimizer(model, config)
     t = config.train
     stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=t.seed, loop=True)
@@ -163,8 +190,9 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits, state = forward(batch.tokens, state, batch.reset)
-            loss = masked_loss(logits, batch.targets, batch.mask)
+            with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=t.precision == "bf16"):
+                logits, state = forward(batch.tokens.to(device), state, batch.reset.to(device))
+            loss = masked_loss(logits.float(), batch.targets.to(device), batch.mask.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf")))
@@ -210,7 +238,7 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
         "final_loss": stats["smoothed_loss"],
         "parameters": model.num_parameters(),
         "tokens_per_s": tokens_per_step * max(1, t.steps - start) / max(stats["train_seconds"], 1e-9),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **peak_memory_mib(),
         "gates": {str(k): v for k, v in model.gates().items()},
         **stats,
     }

@@ -12,6 +12,7 @@ Every run with seed s uses train.seed = s for both initialisation and data order
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -167,8 +168,9 @@ def run_study(args) -> int:
     from memorizing.ablation.report import write_report
     study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds)
     shard_i, shard_n = parse_shard(args.shard)
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs} is invalid: give 1 or more.")
+    jobs = args.jobs if args.jobs is not None else 1 if torch.cuda.is_available() else os.cpu_count() or 1
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} is invalid: give 1 or more.")
     runs = all_runs(study)
     mine = runs[shard_i - 1::shard_n]
     if args.dry_run:
@@ -194,7 +196,8 @@ def run_study(args) -> int:
     print(f"study {folder}: {len(study['variants'])} variants, {len(study['configs'])} distinct configs x "
           f"{len(study['seeds'])} seeds = {len(runs)} runs; this shard {len(mine)}, {len(mine) - len(todo)} done, "
           f"{len(todo)} to run")
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = max(1, min(jobs, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = args.quiet
     with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="run", desc="study", disable=quiet,
               position=0) as bar:
@@ -204,12 +207,13 @@ def run_study(args) -> int:
             if record["status"] != "ok":
                 warn(f"run {record['run']} failed: {record['error']}")
 
-        if args.jobs == 1:
+        if jobs == 1:
             for key, seed in todo:
                 bar.set_postfix_str(run_id(key, seed))
                 finished(execute_run(str(folder), key, seed, study["configs"][key], not quiet, threads))
         else:
-            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            # spawn, not fork: a forked child of a process that has run OpenMP threads can hang
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = [pool.submit(execute_run, str(folder), key, seed, study["configs"][key], False, threads)
                            for key, seed in todo]
                 for future in as_completed(futures):

@@ -19,8 +19,11 @@ _SCORE_BLOCK = 1 << 26
 
 
 def _scores(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, H, L, M] inner products, -inf at empty slots (a full memory, the common case, needs no mask)."""
     scores = queries @ keys.transpose(-1, -2)  # [B, H, L, M]
-    return scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    if not bool(valid.all()):
+        scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
+    return scores
 
 
 def _exact(queries, keys, valid, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,21 +46,23 @@ class MemoryAttention(nn.Module):
         lanes, heads, length, head_dim = queries.shape
         index, found = search(queries.detach(), memory.keys, memory.valid, self.top_k, self.backend,
                               self.buckets)  # [B, H, L, k] each
-        k = index.shape[-1]
-        flat = index.flatten(2)  # [B, H, L*k]
-        gather_index = flat[..., None].expand(-1, -1, -1, head_dim)
-        keys = memory.keys.gather(2, gather_index).view(lanes, heads, length, k, head_dim)  # [B, H, L, k, D]
-        values = memory.values.gather(2, gather_index).view(lanes, heads, length, k, head_dim)
+        # Gather the retrieved rows through one flat index into [B*H*M, D]: a fast row copy.
+        size = memory.size
+        lane_head = torch.arange(lanes * heads, device=index.device).view(lanes, heads, 1, 1)
+        rows = (index + lane_head * size).flatten()  # [B*H*L*k]
+        keys = memory.keys.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)  # [B, H, L, k, D]
+        values = memory.values.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)
         logits = torch.einsum("bhld,bhlkd->bhlk", queries, keys)  # [B, H, L, k]
         if self.position_bias is not None:
-            key_pos = memory.positions[:, None, :].expand(-1, heads, -1).gather(2, flat)  # [B, H, L*k]
-            logits = logits + self.position_bias(query_pos, key_pos.view(lanes, heads, length, k))
+            lane = torch.arange(lanes, device=index.device).view(lanes, 1, 1, 1)
+            key_pos = memory.positions.view(-1)[index + lane * size]  # [B, H, L, k]
+            logits = logits + self.position_bias(query_pos, key_pos)
         logits = logits.masked_fill(~found, float("-inf"))
         # A softmax that gives 0 output (not NaN) where nothing was found.
         peak = logits.amax(-1, keepdim=True).detach().clamp(min=-1e30)  # finite
         weights = torch.exp(logits - peak)  # [B, H, L, k], 0 where not found
         total = weights.sum(-1, keepdim=True)
-        out = torch.einsum("bhlk,bhlkd->bhld", weights / total.clamp(min=1e-30), values)
+        out = torch.einsum("bhlk,bhlkd->bhld", weights / total.clamp(min=1e-30), values)  # [B, H, L, D]
         lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
         return out, lse
 

@@ -186,14 +186,15 @@ def save_model(model: MemorizingTransformer, folder: str | Path) -> None:
     atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_toml()))
 
 
-def load_model(folder: str | Path, overrides: list[str] | None = None, device="cpu") -> MemorizingTransformer:
-    """Load a saved model; `overrides` (key=value) may change what does not touch the weights, such as
-    memory.search or memory.size."""
+def load_model(folder: str | Path, overrides: list[str] | None = None, device=None) -> MemorizingTransformer:
+    """Load a saved model onto `device` (default: the config's train.device); `overrides` (key=value) may
+    change what does not touch the weights, such as memory.search or memory.size."""
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise UserError(f"{folder} holds no saved model ({CONFIG_FILE} and {WEIGHTS_FILE}): pass the folder that "
                         f"`memorizing train --out` wrote.")
     config = Config.load(folder / CONFIG_FILE).override(overrides or [])
+    device = device or config.device()
     model = MemorizingTransformer(config).to(device)
     try:
         missing, unexpected = load_safetensors_model(model, folder / WEIGHTS_FILE, strict=False, device=str(device))

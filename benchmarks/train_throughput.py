@@ -1,0 +1,141 @@
+"""Training throughput: this package with memory, without memory, and memorizing-transformers-pytorch 0.4.1.
+
+One shared configuration (6 layers, width 256, 4 heads of 64, segment 256, 8 lanes, 8192 memory entries per lane
+at one layer, top-32, XL cache 256), random bytes, AdamW. Each model first trains until its memory is full
+(memory.size / segment steps), then is timed over --steps steps. Also measures the machine's own fp32 matmul
+rate, and the FLOP/s that plain training achieves against it. The last line of output is one JSON object.
+
+    pip install memorizing-transformers-pytorch==0.4.1 einops-exts   # the peer, for this benchmark only
+    python benchmarks/train_throughput.py [--steps 8] [--memory-size 8192] [--search bucketed] [--device cpu]
+"""
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from memorizing import MemorizingTransformer, preset
+
+LANES, SEGMENT, DIM, DEPTH, HEADS, HEAD_DIM, TOP_K = 8, 256, 256, 6, 4, 64, 32
+
+
+def our_config(memory: bool, memory_size: int, search: str):
+    return preset("tiny").override([
+        f"model.dim={DIM}", f"model.depth={DEPTH}", f"model.heads={HEADS}", f"model.head_dim={HEAD_DIM}",
+        f"model.xl_cache={SEGMENT}", f"data.segment={SEGMENT}", f"data.lanes={LANES}",
+        f"memory.enabled={str(memory).lower()}", f"memory.size={memory_size}", f"memory.top_k={TOP_K}",
+        "memory.layers=auto", f"memory.search={search}"])
+
+
+def time_steps(step, warmup: int, steps: int, device: str) -> float:
+    """Seconds per step after `warmup` steps."""
+    for _ in range(warmup):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def ours(memory: bool, memory_size: int, search: str, steps: int, device: str, bf16: bool):
+    config = our_config(memory, memory_size, search)
+    model = MemorizingTransformer(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    state = model.init_state(LANES)
+    no_reset = torch.zeros(LANES, dtype=torch.bool, device=device)
+
+    def step():
+        nonlocal state
+        tokens = torch.randint(0, 256, (LANES, SEGMENT + 1), device=device)
+        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=bf16):
+            logits, state = model(tokens[:, :-1], state, no_reset)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    seconds = time_steps(step, memory_size // SEGMENT + 2, steps, device)
+    if memory:
+        assert int(state.memories()[0].fill().min()) == memory_size, "memory not full before timing"
+    return seconds, model
+
+
+def peer(memory_size: int, steps: int, device: str):
+    from memorizing_transformers_pytorch import MemorizingTransformer as PeerTransformer
+    layer = round(0.75 * DEPTH)
+    with tempfile.TemporaryDirectory() as folder:
+        model = PeerTransformer(num_tokens=256, dim=DIM, depth=DEPTH, heads=HEADS, dim_head=HEAD_DIM,
+                                memorizing_layers=(layer,), max_knn_memories=memory_size,
+                                num_retrieved_memories=TOP_K, xl_max_memories=SEGMENT,
+                                knn_memories_directory=folder).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        with model.knn_memories_context(batch_size=LANES) as knn_memories:
+            xl = None
+
+            def step():
+                nonlocal xl
+                tokens = torch.randint(1, 256, (LANES, SEGMENT + 1), device=device)
+                loss, xl = model(tokens[:, :-1], knn_memories=knn_memories, xl_memories=xl, labels=tokens[:, 1:])
+                xl = [m.detach() for m in xl]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            # its memory resets when full, so warm it to just below capacity
+            return time_steps(step, max(1, memory_size // SEGMENT - steps - 1), steps, device)
+
+
+def matmul_gflops(device: str, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2 * n ** 3 / time_steps(lambda: a @ b, 3, 10, device) / 1e9
+
+
+def training_flops(model) -> float:
+    """FLOPs of one training step of the plain model: 6 per parameter per token, plus attention scores."""
+    tokens = LANES * SEGMENT
+    matrix_params = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
+    attention = 2 * 2 * LANES * HEADS * HEAD_DIM * SEGMENT * (SEGMENT + SEGMENT) * DEPTH  # QK^T and PV, forward
+    head = 2 * tokens * DIM * 256
+    return 3 * (2 * matrix_params * tokens + attention + head)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--memory-size", type=int, default=8192)
+    parser.add_argument("--search", default="bucketed", choices=["exact", "bucketed"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="autocast to bf16 (GPUs)")
+    parser.add_argument("--no-peer", action="store_true", help="skip memorizing-transformers-pytorch")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    tokens = LANES * SEGMENT
+    with_memory, _ = ours(True, args.memory_size, args.search, args.steps, args.device, args.bf16)
+    print(f"ours, memory {args.memory_size} ({args.search}): {with_memory * 1e3:.0f} ms/step", flush=True)
+    plain, plain_model = ours(False, args.memory_size, args.search, args.steps, args.device, args.bf16)
+    print(f"ours, no memory: {plain * 1e3:.0f} ms/step", flush=True)
+    peer_seconds = None
+    if not args.no_peer:
+        peer_seconds = peer(args.memory_size, args.steps, args.device)
+        print(f"memorizing-transformers-pytorch 0.4.1: {peer_seconds * 1e3:.0f} ms/step", flush=True)
+    machine = matmul_gflops(args.device)
+    achieved = training_flops(plain_model) / plain / 1e9
+    print(json.dumps({
+        "device": args.device, "memory_size": args.memory_size, "search": args.search, "bf16": args.bf16,
+        "threads": torch.get_num_threads(),
+        "ours_tokens_per_s": tokens / with_memory, "ours_plain_tokens_per_s": tokens / plain,
+        "peer_tokens_per_s": tokens / peer_seconds if peer_seconds else None,
+        "speedup_vs_peer": peer_seconds / with_memory if peer_seconds else None,
+        "memory_overhead": with_memory / plain,
+        "matmul_gflops": machine, "plain_model_gflops": achieved, "plain_fraction_of_matmul": achieved / machine,
+    }))
+
+
+if __name__ == "__main__":
+    main()
