@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from memorizing.errors import UserError
+from memorizing.errors import UserError, TrainingDiverged
 
 CORPUS_HELP = "python-stdlib (default), text:PATH, recall, pg19, enwik8 or arxiv"
 
@@ -94,7 +94,7 @@ def cmd_eval(args) -> int:
     if args.corpus:
         config.data.corpus = args.corpus
     documents = take_documents(split_documents(load_corpus(config.data), args.split, config.data.corpus),
-                               config.data.eval_tokens)
+                               config.data.eval_tokens, config.data.lanes)
     total = sum(len(d.data) - 1 for d in documents)
     with tqdm(total=total, disable=args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
         result = evaluate(model, documents, config.data.lanes, config.data.segment,
@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"memorizing {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"memorizing {args.command}: training diverged: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk or an unwritable folder: say so, never hide it
+        print(f"memorizing {args.command}: error: could not read or write {e.filename or ''}: {e.strerror or e}; "
+              f"finished work is kept (checkpoints and the study ledger are written atomically).", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"memorizing {args.command}: interrupted; finished work is kept (train: --resume continues).",
               file=sys.stderr)

@@ -61,7 +61,9 @@ class DataConfig:
     lanes: int = 8  # batch lanes, each streaming its own documents
     segment: int = 256  # tokens per segment (the local context)
     min_document: int = 0  # drop documents shorter than this many bytes (0 = keep all)
-    eval_tokens: int = 0  # evaluate on at most this many test tokens (0 = the whole split)
+    # Evaluate on at most this many test tokens (0 = the whole split); each document then gives at most
+    # eval_tokens / lanes tokens, from its start.
+    eval_tokens: int = 0
     # The synthetic `recall` corpus.
     recall_documents: int = 256
     recall_length: int = 4096  # bytes per document
@@ -308,8 +310,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "model": {"dim": 128, "depth": 4, "heads": 4, "head_dim": 32, "xl_cache": 128},
         "memory": {"size": 2048, "top_k": 32, "layers": "auto"},
         "data": {"lanes": 8, "segment": 128, "min_document": 16384, "eval_tokens": 131072},
-        "train": {"steps": 400, "lr": 2e-3, "warmup": 40, "checkpoint_every": 100, "log_every": 10,
-                  "eval_every": 200},
+        "train": {"steps": 350, "lr": 2e-3, "warmup": 35, "checkpoint_every": 50, "log_every": 10,
+                  "eval_every": 175},
     },
     "paper": {
         "model": {"dim": 1024, "depth": 12, "heads": 8, "head_dim": 128, "xl_cache": 512},

@@ -23,16 +23,18 @@ def bucket_name(start: int, end: int | None) -> str:
     return f"{short(start)}+" if end is None else f"{short(start)}-{short(end)}"
 
 
-def take_documents(documents: list[Document], max_tokens: int) -> list[Document]:
-    """Documents in order up to `max_tokens` tokens in all (0 = all); the last one is cut to fit, from its
-    start, so positions in the document keep their meaning."""
+def take_documents(documents: list[Document], max_tokens: int, lanes: int = 1) -> list[Document]:
+    """Documents in order up to `max_tokens` tokens in all (0 = all, whole documents). With a budget, each
+    document contributes at most max_tokens / lanes tokens, from its start (positions in the document keep
+    their meaning), so one long document cannot keep a single lane busy while the others idle."""
     if max_tokens <= 0:
         return documents
+    cap = max(1, max_tokens // lanes)
     chosen, total = [], 0
     for document in documents:
         if total >= max_tokens:
             break
-        room = max_tokens - total
+        room = min(cap, max_tokens - total)
         if len(document.data) - 1 > room:
             document = Document(document.name, document.data[:room + 1],
                                 tuple((a, b) for a, b in document.spans if b <= room + 1))
@@ -66,7 +68,7 @@ class _QueryProbe:
 @torch.no_grad()
 def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tokens: int = 0,
              measure_recall: bool = False, progress=None) -> dict:
-    documents = take_documents(documents, max_tokens)
+    documents = take_documents(documents, max_tokens, lanes)
     stream = LaneStream(documents, lanes, segment, loop=False)
     device = model.embed.weight.device
     state = model.init_state(lanes)

@@ -26,15 +26,13 @@ from tqdm import tqdm
 from memorizing.config import Config
 from memorizing.data.corpora import CorpusError, load_corpus, split_documents
 from memorizing.data.lanes import LaneStream
-from memorizing.errors import UserError
+from memorizing.distributed import Ranks, setup, teardown
+from memorizing.errors import TrainingDiverged, UserError
 from memorizing.evaluate import evaluate
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, atomic_write, save_model
+from memorizing.resources import check_fits
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint", "metrics.jsonl", "train.json"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient became non-finite; the last good checkpoint is kept."""
 
 
 def reset_peak_memory() -> None:
@@ -85,45 +83,57 @@ def training_documents(config: Config, split: str = "train"):
     return documents
 
 
-def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def summed_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of the next-token losses where `mask` is True (padding excluded)."""
     nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    return (nll * mask.flatten()).sum() / mask.sum().clamp(min=1)
+    return (nll * mask.flatten()).sum()
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
-def save_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, step: int, extra: dict) -> None:
-    """Write the checkpoint into a fresh folder, then swap it in: a crash leaves the old or the new one."""
+def save_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, step: int, extra: dict,
+                    ranks: Ranks = Ranks()) -> None:
+    """Write the checkpoint into a fresh folder, then swap it in: a crash leaves the old or the new one.
+    Every rank adds its lanes' recurrent state (XL caches, kNN memories); rank 0 writes the rest."""
     tmp, final, old = out / f".{CHECKPOINT}.tmp", out / CHECKPOINT, out / f".{CHECKPOINT}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_safetensors_model(model, str(tmp / "model.safetensors"))
-    save_file(state.tensors(), str(tmp / "state.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, "stream": stream.state_dict(), **extra}))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
+    if ranks.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    ranks.barrier()
+    save_file(state.tensors(), str(tmp / f"state-{ranks.rank}.safetensors"))
+    ranks.barrier()
+    if ranks.main:
+        save_safetensors_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "world": ranks.world,
+                                                      "stream": stream.state_dict(), **extra}))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    ranks.barrier()
 
 
-def load_checkpoint(out: Path, model, optimizer, state, stream: LaneStream) -> dict:
+def load_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, ranks: Ranks = Ranks()) -> dict:
     final, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
-    if not final.exists() and old.exists():  # crashed between the two renames: the old one is complete
+    if ranks.main and not final.exists() and old.exists():  # crashed between the two renames: old is complete
         old.rename(final)
-    if not final.exists():
-        raise UserError(f"{out} has no checkpoint to resume from: start the run without --resume.")
+    ranks.barrier()
     try:
         trainer = json.loads((final / "trainer.json").read_text())
+        if trainer.get("world", 1) != ranks.world:
+            raise UserError(f"--resume: the checkpoint in {final} was written by {trainer.get('world', 1)} "
+                            f"process(es); resume it with the same number (now {ranks.world}).")
+        device = model.embed.weight.device
         missing, unexpected = load_safetensors_model(model, str(final / "model.safetensors"), strict=False,
-                                                     device=str(model.embed.weight.device))
+                                                     device=str(device))
         if missing or unexpected:
             raise ValueError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        device = model.embed.weight.device
-        state.load_tensors({k: v.to(device) for k, v in load_file(str(final / "state.safetensors")).items()})
+        state.load_tensors({k: v.to(device) for k, v in
+                            load_file(str(final / f"state-{ranks.rank}.safetensors")).items()})
         optimizer.load_state_dict(torch.load(final / "optimizer.pt", weights_only=True, map_location=device))
         stream.load_state_dict(trainer["stream"])
     except UserError:
@@ -152,66 +162,89 @@ def check_run_folder(out: Path, config: Config, resume: bool) -> None:
 
 
 def train(config: Config, out: str | Path, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train (or, with resume, continue) a run into the folder `out`; returns the run's summary.
+    Under torchrun every process calls this: see distributed.py."""
     out = Path(out)
     config.validate()
     check_run_folder(out, config, resume)
     documents = training_documents(config)
     valid_documents = split_documents(load_corpus(config.data), "valid", config.data.corpus) \
         if config.train.eval_every else []
+    ranks, device = setup(config.device(), config.data.lanes)
+    try:
+        return _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
+                      documents, valid_documents, ranks, device)
+    finally:
+        teardown(ranks)
 
+
+def _train(config, out, resume, progress, log, documents, valid_documents, ranks: Ranks, device: str) -> dict:
+    t = config.train
+    lanes = ranks.lanes(config.data.lanes)  # this process's lanes of the global batch
+    check_fits(config, device)
     reset_peak_memory()
-    torch.manual_seed(config.train.seed)
-    device = config.device()
+    torch.manual_seed(t.seed)
     model = MemorizingTransformer(config).to(device)
     optimizer = make_optimizer(model, config)
-    t = config.train
     stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=t.seed, loop=True)
-    state = model.init_state(config.data.lanes)
-    forward = torch.compile(model) if t.compile else model
+    state = model.init_state(lanes.stop - lanes.start)
+    forward = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
+    forward = torch.compile(forward) if t.compile else forward
 
     start, stats = 0, {"max_grad_norm": 0.0, "loss_spikes": 0, "train_seconds": 0.0, "smoothed_loss": None}
+    if resume and not any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old")):
+        log(f"{out}: stopped before its first checkpoint; starting it again from step 0")
+        resume = False
     if resume:
-        trainer = load_checkpoint(out, model, optimizer, state, stream)
+        trainer = load_checkpoint(out, model, optimizer, state, stream, ranks)
         start, stats = trainer["step"], trainer["stats"]
-        _truncate_metrics(out / METRICS, start)
-    else:
+        if ranks.main:
+            _truncate_metrics(out / METRICS, start)
+    elif ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config.to_toml()))
         (out / METRICS).write_text("")
+    ranks.barrier()
 
     log(f"model: {model.num_parameters():,} parameters, memory layers "
-        f"{[i + 1 for i in model.memory_layers] or 'none'}; {len(documents)} training documents")
+        f"{[i + 1 for i in model.memory_layers] or 'none'}; {len(documents)} training documents"
+        f"{f'; {ranks.world} processes' if ranks.world > 1 else ''}")
     tokens_per_step = config.data.lanes * config.data.segment
     bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
-    with open(out / METRICS, "a") as metrics:
-        for step in range(start, t.steps):
-            began = time.perf_counter()
-            batch = next(stream)
-            lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=t.precision == "bf16"):
-                logits, state = forward(batch.tokens.to(device), state, batch.reset.to(device))
-            loss = masked_loss(logits.float(), batch.targets.to(device), batch.mask.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf")))
-            if not (math.isfinite(loss.item()) and math.isfinite(grad_norm)):
-                raise TrainingDiverged(f"step {step + 1}: non-finite {'loss' if not math.isfinite(loss.item()) else 'gradient'} "
-                                       f"(loss {loss.item()}, gradient norm {grad_norm}); the last good checkpoint "
-                                       f"in {out / CHECKPOINT} is kept: lower train.lr or raise train.warmup.")
-            optimizer.step()
-            elapsed = time.perf_counter() - began
-            stats["train_seconds"] += elapsed
-            stats["max_grad_norm"] = max(stats["max_grad_norm"], grad_norm)
-            value = loss.item()
-            smoothed = stats["smoothed_loss"]
-            if smoothed is not None and step > t.warmup and value > 1.5 * smoothed:
-                stats["loss_spikes"] += 1
-            stats["smoothed_loss"] = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / elapsed:,.0f}")
+    metrics = open(out / METRICS, "a") if ranks.main else None
+    for step in range(start, t.steps):
+        began = time.perf_counter()
+        batch = next(stream)  # the global batch; this process keeps its lanes
+        tokens, targets = batch.tokens[lanes].to(device), batch.targets[lanes].to(device)
+        mask, reset = batch.mask[lanes].to(device), batch.reset[lanes].to(device)
+        lr = learning_rate(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=t.precision == "bf16"):
+            logits, state = forward(tokens, state, reset)
+        # Mean over the global batch's real tokens; DDP averages over processes, hence the factor world.
+        loss_sum = summed_loss(logits.float(), targets, mask)
+        count = max(1, int(batch.mask.sum()))
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum * ranks.world / count).backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or float("inf")))
+        value = float(ranks.sum(loss_sum.detach())) / count
+        if not (math.isfinite(value) and math.isfinite(grad_norm)):
+            raise TrainingDiverged(f"step {step + 1}: non-finite {'loss' if not math.isfinite(value) else 'gradient'}"
+                                   f" (loss {value}, gradient norm {grad_norm}); the last good checkpoint in "
+                                   f"{out / CHECKPOINT} is kept: lower train.lr or raise train.warmup.")
+        optimizer.step()
+        elapsed = time.perf_counter() - began
+        stats["train_seconds"] += elapsed
+        stats["max_grad_norm"] = max(stats["max_grad_norm"], grad_norm)
+        smoothed = stats["smoothed_loss"]
+        if smoothed is not None and step > t.warmup and value > 1.5 * smoothed:
+            stats["loss_spikes"] += 1
+        stats["smoothed_loss"] = value if smoothed is None else 0.95 * smoothed + 0.05 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / elapsed:,.0f}")
 
+        if ranks.main:
             record = None
             if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
                 fills = [m.fill().float().mean().item() / m.size for m in state.memories()]
@@ -226,23 +259,28 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
             if record:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+        if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+            if metrics:
                 metrics.flush()
                 os.fsync(metrics.fileno())
-                save_checkpoint(out, model, optimizer, state, stream, step + 1, {"stats": stats})
+            save_checkpoint(out, model, optimizer, state, stream, step + 1, {"stats": stats}, ranks)
     bar.close()
+    if metrics:
+        metrics.close()
 
-    save_model(model, out)
     summary = {
         "steps": t.steps,
         "final_loss": stats["smoothed_loss"],
         "parameters": model.num_parameters(),
         "tokens_per_s": tokens_per_step * max(1, t.steps - start) / max(stats["train_seconds"], 1e-9),
+        "processes": ranks.world,
         **peak_memory_mib(),
         "gates": {str(k): v for k, v in model.gates().items()},
         **stats,
     }
-    atomic_write(out / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    if ranks.main:
+        save_model(model, out)
+        atomic_write(out / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return summary
 
 

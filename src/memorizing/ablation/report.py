@@ -59,8 +59,9 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
             positions = runs[0]["by_position"].keys()
             row["ppl_by_position"] = {p: statistics.fmean(r["by_position"][p]["ppl"] for r in runs
                                                           if p in r["by_position"]) for p in positions}
-            recalls = [r["search_recall_at_k"] for r in runs if r.get("search_recall_at_k") is not None]
-            row["search_recall_at_k"] = statistics.fmean(recalls) if recalls else None
+            for field in ("search_recall_at_k", "recall_span_loss"):  # the latter on the `recall` corpus only
+                values = [r[field] for r in runs if r.get(field) is not None]
+                row[field] = statistics.fmean(values) if values else None
             for field in ("parameters", "tokens_per_s", "peak_rss_mib", "train_seconds", "wall_s"):
                 row[field] = statistics.fmean(r[field] for r in runs)
             row["gates"] = runs[0]["gates"]

@@ -138,7 +138,8 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
         curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         record.update(status="ok", ppl=result["ppl"], bits_per_token=result["bits_per_token"],
                       tokens=result["tokens"], by_position=result["by_position"],
-                      search_recall_at_k=result.get("search_recall_at_k"), parameters=summary["parameters"],
+                      search_recall_at_k=result.get("search_recall_at_k"),
+                      recall_span_loss=result.get("recall_span_loss"), parameters=summary["parameters"],
                       tokens_per_s=summary["tokens_per_s"], peak_rss_mib=summary["peak_rss_mib"],
                       train_seconds=summary["train_seconds"], gates=summary["gates"],
                       stability={"max_grad_norm": summary["max_grad_norm"], "loss_spikes": summary["loss_spikes"],
