@@ -71,7 +71,6 @@ def main():
     good = [r for r in results if r["recall_at_k"] >= 0.9] or results
     best = max(good, key=lambda r: r["speedup_vs_exact"])
 
-    del queries, keys
     memory = KNNMemory(LANES, HEADS, 65536, HEAD_DIM, device=args.device)
     memory.keys.normal_()
     memory.values.normal_()  # touch every page

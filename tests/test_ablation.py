@@ -6,7 +6,7 @@ import pytest
 
 from memorizing.ablation import runner
 from memorizing.ablation.components import COMPONENTS, match_component
-from memorizing.ablation.plan import Ablation, PlanError, load_plan, parse_markdown
+from memorizing.ablation.plan import PlanError, load_plan, parse_markdown
 from memorizing.cli import main
 
 SEED_TITLES = ["Remove kNN Memory Branch", "Fixed Gate for Memory-Local Attention Combination",
@@ -61,7 +61,7 @@ def test_unmatched_or_ambiguous_parts_quote_the_plan_and_list_components(tmp_pat
     plan.write_text(PLAN.replace("memory size (entries per lane)", part).replace("### Memory size", "### X"))
     assert main(["ablate", str(plan), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert words in err and f"line 1" in err and part in err and "qk_norm (key/query normalisation)" in err
+    assert words in err and "line 1" in err and part in err and "qk_norm (key/query normalisation)" in err
 
 
 def test_unknown_replacement_value_is_refused(tmp_path, capsys):
@@ -105,14 +105,6 @@ def test_markdown_reader_ignores_html_and_prose():
 
 
 # ---- a tiny study, end to end --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("docs")
-    for i in range(80):
-        (folder / f"{i}.txt").write_text(" ".join(f"tok{(i * j) % 17}" for j in range(120)))
-    return f"text:{folder}"
-
-
 def study_argv(plan, corpus, out, *extra):
     return ["ablate", str(plan), "--preset", "tiny", "--corpus", corpus, "--seeds", "2", "--out", str(out),
             "--quiet", "--jobs", "1", "--set", "train.steps=3", "--set", "data.eval_tokens=512", *extra]
@@ -161,3 +153,15 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     # A different plan into the same folder is refused.
     plan.write_text(PLAN.replace("  - 128", "  - 256"))
     assert main(study_argv(plan, corpus, tmp_path / "full")) == 2
+
+
+def test_a_diverging_variant_is_recorded_as_failed_and_the_study_carries_on(tmp_path, corpus):
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[ablation]]\ntitle = "LR"\n[[ablation.variant]]\nname = "huge lr"\n'
+                    'set = { "train.lr" = 1e30, "train.warmup" = 0, "train.grad_clip" = 0.0 }\n')
+    assert main(study_argv(plan, corpus, tmp_path / "study")) == 0
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    baseline, huge = report["variants"]
+    assert len(baseline["ppl"]) == 2 and huge["ppl"] == []
+    assert len(huge["failed_seeds"]) == 2 and "non-finite" in huge["failed_seeds"][0]["error"]
+    assert "(no finished run)" in (tmp_path / "study" / "report.md").read_text()

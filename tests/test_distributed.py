@@ -17,14 +17,6 @@ SETTINGS = ["--preset", "tiny", "--quiet", "--set", "train.steps=12", "--set", "
             "--set", "train.checkpoint_every=4", "--set", "data.lanes=4"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("docs")
-    for i in range(60):
-        (folder / f"{i}.txt").write_text(" ".join(f"w{(i * j) % 11}" for j in range(200)))
-    return f"text:{folder}"
-
-
 def torchrun(*args) -> subprocess.Popen:
     runner = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     return subprocess.Popen([runner, "--standalone", "--nproc-per-node", "2", "-m", "memorizing", *args],

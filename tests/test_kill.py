@@ -15,14 +15,6 @@ from safetensors.torch import load_file
 TRAIN = ["--preset", "tiny", "--quiet", "--set", "train.steps=40", "--set", "data.eval_tokens=1024"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("docs")
-    for i in range(60):
-        (folder / f"{i}.txt").write_text(" ".join(f"w{(i * j) % 13}" for j in range(150)))
-    return f"text:{folder}"
-
-
 def memorizing(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "memorizing", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True,

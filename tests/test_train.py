@@ -17,19 +17,6 @@ from memorizing.model.transformer import load_model
 from memorizing.train import train
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """60 text documents of 1-4 KB with repeated words (learnable), as a text: corpus."""
-    folder = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    words = [f"word{i} " for i in range(40)]
-    for i in range(60):
-        n = int(torch.randint(150, 600, (1,), generator=g))
-        picks = torch.randint(0, len(words), (n,), generator=g).tolist()
-        (folder / f"doc{i}.txt").write_text("".join(words[p] for p in picks))
-    return f"text:{folder}"
-
-
 def tiny(corpus, **sets):
     config = preset("tiny")
     config.data.corpus = corpus
@@ -141,3 +128,25 @@ def test_corpus_of_only_short_documents_is_refused(tmp_path, capsys):
     argv = ["train", "--preset", "tiny", "--corpus", f"text:{tmp_path / 'docs'}", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     assert "at most one segment long" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_any_work(corpus, tmp_path, capsys):
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--set", "memory.size=100000000000",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "lower memory.size or data.lanes" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_is_reported_not_hidden(corpus, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "model.safetensors")
+
+    monkeypatch.setattr(train_module, "save_model", full)
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--set", "train.steps=2", "--out", str(tmp_path / "run")]
+    assert main(argv) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "train.json").exists()  # the run does not look complete

@@ -186,7 +186,8 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
     torch.manual_seed(t.seed)
     model = MemorizingTransformer(config).to(device)
     optimizer = make_optimizer(model, config)
-    stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=t.seed, loop=True)
+    order_seed = t.seed if config.data.order_seed < 0 else config.data.order_seed
+    stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=order_seed, loop=True)
     state = model.init_state(lanes.stop - lanes.start)
     forward = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
     forward = torch.compile(forward) if t.compile else forward

@@ -97,7 +97,6 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
     if not report["complete"]:
         lines += [f"**Incomplete**: {len(report['missing_runs'])} runs have not finished "
                   f"({', '.join(report['missing_runs'][:6])}{'...' if len(report['missing_runs']) > 6 else ''}).", ""]
-    by_name = {v["name"]: v for v in report["variants"]}
     base = report["variants"][0]
     header = ("| variant | config changes | perplexity (95% CI) | Δ vs baseline (95% CI) | recall@k | tokens/s "
               "| parameters |")
@@ -178,6 +177,7 @@ def figures(report: dict, study: dict, records: dict, folder: Path) -> dict[str,
         made[title] = name
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    field = "loss"
     for v in report["variants"]:
         if v["same_config_as"] or "ppl_mean" not in v:
             continue
@@ -199,6 +199,7 @@ def figures(report: dict, study: dict, records: dict, folder: Path) -> dict[str,
     made["curves"] = "curves.png"
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    positions = []
     for v in report["variants"]:
         if v["same_config_as"] or "ppl_by_position" not in v:
             continue

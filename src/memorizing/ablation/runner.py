@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from memorizing.ablation.components import Variant, apply_changes, variants_for
-from memorizing.ablation.plan import PlanError, load_plan
+from memorizing.ablation.plan import load_plan
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError
 from memorizing.model.transformer import atomic_write
