@@ -74,8 +74,9 @@ def make_optimizer(model, config: Config) -> torch.optim.AdamW:
                               {"params": rest, "weight_decay": 0.0}], lr=config.train.lr, betas=(0.9, 0.95))
 
 
-def training_documents(config: Config, split: str = "train"):
-    documents = split_documents(load_corpus(config.data), split, config.data.corpus)
+def training_documents(config: Config, corpus: list, split: str = "train"):
+    """The documents of `split`, refused when none is longer than one segment (memory would never be used)."""
+    documents = split_documents(corpus, split, config.data.corpus)
     if all(len(d.data) <= config.data.segment for d in documents):
         raise CorpusError(f"corpus {config.data.corpus!r}: every {split} document is at most one segment long "
                           f"(data.segment = {config.data.segment}), so memory would never be used: lower "
@@ -167,9 +168,9 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     out = Path(out)
     config.validate()
     check_run_folder(out, config, resume)
-    documents = training_documents(config)
-    valid_documents = split_documents(load_corpus(config.data), "valid", config.data.corpus) \
-        if config.train.eval_every else []
+    corpus = load_corpus(config.data)
+    documents = training_documents(config, corpus)
+    valid_documents = split_documents(corpus, "valid", config.data.corpus) if config.train.eval_every else []
     ranks, device = setup(config.device(), config.data.lanes)
     try:
         return _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
