@@ -194,7 +194,10 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs.")
             for key, value in values.items():
-                self.set(f"{section}.{key}", value)
+                try:
+                    self.set(f"{section}.{key}", value)
+                except ConfigError as e:
+                    raise ConfigError(f"{source}: {e}") from None
         return self
 
     @staticmethod

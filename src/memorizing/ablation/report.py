@@ -13,7 +13,10 @@ from pathlib import Path
 
 from memorizing.ablation.runner import STUDY, read_ledger, run_id
 from memorizing.errors import UserError
+from memorizing.evaluate import POSITION_BUCKETS, bucket_name
 from memorizing.model.transformer import atomic_write
+
+POSITION_NAMES = [bucket_name(a, b) for a, b in POSITION_BUCKETS]  # in document order
 
 # Two-sided 95% Student-t critical values by degrees of freedom (1..30); beyond 30 the normal value.
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -56,7 +59,7 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
                 d_mean, d_ci = mean_ci(paired)
                 row["delta_vs_baseline"] = {"mean": d_mean, "ci95": d_ci, "pairs": len(paired),
                                             "excludes_zero": len(paired) > 1 and (d_ci[0] > 0 or d_ci[1] < 0)}
-            positions = runs[0]["by_position"].keys()
+            positions = [p for p in POSITION_NAMES if p in runs[0]["by_position"]]
             row["ppl_by_position"] = {p: statistics.fmean(r["by_position"][p]["ppl"] for r in runs
                                                           if p in r["by_position"]) for p in positions}
             for field in ("search_recall_at_k", "recall_span_loss"):  # the latter on the `recall` corpus only
