@@ -72,7 +72,13 @@ set = { "memory.top_k" = 2 }
 """
 
 
-@pytest.mark.parametrize("after_lines", [0, 1, 3])
+def evaluating(study: Path) -> bool:
+    """A run has finished training (train.json) but is not yet in the ledger: it is being evaluated."""
+    trained = len(list((study / "runs").glob("*/train.json"))) if (study / "runs").exists() else 0
+    return trained > lines(study / "ledger.jsonl")
+
+
+@pytest.mark.parametrize("after_lines", [0, 1, 3, "evaluating"])
 def test_study_killed_and_rerun_gives_the_same_report(corpus, tmp_path, after_lines):
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
@@ -80,8 +86,12 @@ def test_study_killed_and_rerun_gives_the_same_report(corpus, tmp_path, after_li
             "--set", "train.checkpoint_every=5"]
     assert memorizing(*args, "--out", str(tmp_path / "reference")).wait() == 0
     study = tmp_path / "study"
-    assert kill_when(memorizing(*args, "--out", str(study)), lambda: lines(study / "ledger.jsonl") >= after_lines
-                     and (study / "runs").exists() and any((study / "runs").iterdir()))
+    if after_lines == "evaluating":
+        ready = lambda: evaluating(study)
+    else:  # before the first result, or between and during later runs
+        ready = lambda: lines(study / "ledger.jsonl") >= after_lines and (study / "runs").exists() \
+            and any((study / "runs").iterdir())
+    assert kill_when(memorizing(*args, "--out", str(study)), ready)
     assert memorizing(*args, "--out", str(study)).wait() == 0
     reference = json.loads((tmp_path / "reference" / "report.json").read_text())
     report = json.loads((study / "report.json").read_text())
