@@ -88,7 +88,8 @@ def cmd_eval(args) -> int:
 
     from memorizing.data.corpora import load_corpus, split_documents
     from memorizing.evaluate import evaluate, take_documents
-    from memorizing.model.transformer import atomic_write, load_model
+    from memorizing.files import atomic_write
+    from memorizing.model.transformer import load_model
     model = load_model(args.dir, args.sets)
     config = model.config
     if args.corpus:

@@ -29,7 +29,8 @@ from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
 from memorizing.evaluate import evaluate
-from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, atomic_write, save_model
+from memorizing.files import atomic_write
+from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
 from memorizing.resources import check_fits
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint", "metrics.jsonl", "train.json"
@@ -74,11 +75,11 @@ def make_optimizer(model, config: Config) -> torch.optim.AdamW:
                               {"params": rest, "weight_decay": 0.0}], lr=config.train.lr, betas=(0.9, 0.95))
 
 
-def training_documents(config: Config, corpus: list, split: str = "train"):
-    """The documents of `split`, refused when none is longer than one segment (memory would never be used)."""
-    documents = split_documents(corpus, split, config.data.corpus)
+def training_documents(config: Config, corpus: list):
+    """The training split, refused when no document is longer than one segment (memory would never be used)."""
+    documents = split_documents(corpus, "train", config.data.corpus)
     if all(len(d.data) <= config.data.segment for d in documents):
-        raise CorpusError(f"corpus {config.data.corpus!r}: every {split} document is at most one segment long "
+        raise CorpusError(f"corpus {config.data.corpus!r}: every train document is at most one segment long "
                           f"(data.segment = {config.data.segment}), so memory would never be used: lower "
                           f"data.segment or use longer documents.")
     return documents

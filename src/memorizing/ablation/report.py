@@ -14,7 +14,7 @@ from pathlib import Path
 from memorizing.ablation.runner import STUDY, read_ledger, run_id
 from memorizing.errors import UserError
 from memorizing.evaluate import POSITION_BUCKETS, bucket_name
-from memorizing.model.transformer import atomic_write
+from memorizing.files import atomic_write
 
 POSITION_NAMES = [bucket_name(a, b) for a, b in POSITION_BUCKETS]  # in document order
 

@@ -27,7 +27,7 @@ from memorizing.ablation.components import Variant, apply_changes, variants_for
 from memorizing.ablation.plan import load_plan
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError
-from memorizing.model.transformer import atomic_write
+from memorizing.files import atomic_write
 
 STUDY, LEDGER, RUNS = "study.json", "ledger.jsonl", "runs"
 

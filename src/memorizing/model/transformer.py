@@ -7,8 +7,6 @@
 A caller streams B documents segment by segment; `reset` marks lanes whose next segment starts a new document.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 
 from memorizing.config import Config, ConfigError
 from memorizing.errors import UserError
+from memorizing.files import atomic_write
 from memorizing.memory.store import KNNMemory
 from memorizing.model.attention import Attention
 
@@ -161,23 +160,6 @@ class MemorizingTransformer(nn.Module):
 
 # ---- saving and loading: config as TOML, weights as safetensors (nothing is unpickled) --------------------
 CONFIG_FILE, WEIGHTS_FILE = "config.toml", "model.safetensors"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash leaves old or new, never torn."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(model: MemorizingTransformer, folder: str | Path) -> None:
