@@ -57,7 +57,36 @@ def test_bucketed_search_recall_rises_with_buckets_and_is_high_at_the_default():
     keys = torch.nn.functional.normalize(torch.randn(2, 4, 4096, 32), dim=-1)
     queries = torch.nn.functional.normalize(torch.randn(2, 4, 64, 32), dim=-1)
     valid = torch.ones(2, 4096, dtype=torch.bool)
-    recalls = [recall_at_k(queries, keys, valid, 32, "bucketed", b) for b in (1, 4, 16)]
+    recalls = [recall_at_k(queries, keys, valid, 32, "bucketed", 32 * b) for b in (1, 4, 16)]  # per neighbour
     assert recalls[0] < recalls[1] < recalls[2] <= 1.0
     assert recalls[1] > 0.85
     assert recall_at_k(queries, keys, valid, 32, "exact") == 1.0
+
+
+def test_bucketed_search_over_a_memory_uses_interleaved_buckets_of_the_writing_order():
+    """The paper's buckets deal entries round-robin (entry n goes to bucket n mod G); the memory stores each bucket
+    as one block, and the search over those blocks returns what the round-robin definition says."""
+    torch.manual_seed(0)
+    lanes, heads, size, dim, buckets, k = 2, 2, 96, 8, 16, 4
+    memory = KNNMemory(lanes, heads, size, dim, buckets=buckets)
+    written = torch.randn(lanes, heads, 3 * size // 2, dim)  # wraps around once: the oldest half is evicted
+    for start in range(0, written.shape[2], 24):
+        memory.write(written[:, :, start:start + 24], written[:, :, start:start + 24],
+                     torch.arange(start, start + 24).expand(lanes, -1))
+    rows = size // buckets
+    for g in range(buckets):  # block g holds, in order, the live entries n with n mod G == g
+        block = memory.positions[:, g * rows:(g + 1) * rows]
+        assert ((block - size // 2) % size % buckets == g).all()
+    queries = torch.randn(lanes, heads, 5, dim)
+    index, found = search(queries, memory.keys, memory.valid, k, "bucketed", memory.buckets)
+    assert found.all()
+    # Reference in writing order: the live entries n = 48 .. 143, bucket of the ring entry (n mod size) mod G.
+    live = written[:, :, size // 2:]  # [B, H, size, D], position p = size // 2 + i
+    ring_entry = torch.arange(size // 2, 3 * size // 2) % size
+    scores = queries @ live.transpose(-1, -2)  # [B, H, 5, size]
+    winners = torch.full((*scores.shape[:-1], buckets), -torch.inf)
+    winners = winners.scatter_reduce(-1, (ring_entry % buckets).expand_as(scores), scores, "amax")
+    expected = winners.topk(k, -1).values  # the k best bucket winners
+    got_positions = memory.positions[torch.arange(lanes)[:, None, None, None], index]  # [B, H, 5, k]
+    got_scores = scores.gather(-1, got_positions - size // 2)
+    assert torch.allclose(got_scores.sort(-1).values, expected.sort(-1).values)

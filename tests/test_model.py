@@ -5,6 +5,7 @@ import torch
 
 from conftest import scramble, tiny_config
 from memorizing import ConfigError, MemorizingTransformer, load_model, save_model
+from memorizing.model.position import RelativePositionBias, log_buckets
 
 LANES, SEGMENT = 3, 32
 
@@ -175,6 +176,15 @@ def test_memory_position_biases_run_and_matter_once_trained(bias):
         b, _ = stream(model, tokens)
     assert torch.equal(a[:, :SEGMENT], b[:, :SEGMENT])  # empty memory in the first segment: no effect
     assert (a[:, 2 * SEGMENT:] - b[:, 2 * SEGMENT:]).abs().amax() > 1e-3
+
+
+@pytest.mark.parametrize("query_len, cache_len", [(5, 0), (7, 3), (16, 40), (32, 32)])
+def test_local_relative_bias_is_the_t5_bucket_of_each_query_key_distance(query_len, cache_len):
+    bias_module = RelativePositionBias(heads=3, num_buckets=32, max_distance=128)
+    torch.nn.init.normal_(bias_module.table)
+    distance = (torch.arange(query_len)[:, None] + cache_len) - torch.arange(cache_len + query_len)[None, :]
+    expected = bias_module.table[:, log_buckets(distance, 32, 128)].masked_fill(distance < 0, -torch.inf)
+    assert torch.equal(bias_module(query_len, cache_len), expected)
 
 
 def test_qk_norm_off_runs_and_differs():

@@ -57,7 +57,7 @@ class _QueryProbe:
         if len(self.samples) < 16 and bool(memory.valid.any()):
             # up to 32 queries per segment are plenty for a recall estimate
             self.samples.append(recall_at_k(queries[:, :, :32], memory.keys, memory.valid, module.top_k,
-                                            module.backend, module.buckets))
+                                            module.backend, memory.buckets))
 
     def close(self) -> float | None:
         for handle in self.handles:

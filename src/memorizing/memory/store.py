@@ -3,28 +3,42 @@
 Each batch lane reads its own document, so each lane has its own memory; within a lane every head keeps its
 own keys and values (the paper keeps memory per head). All lanes write their segment at once with one scatter;
 at capacity the oldest entries of that lane are overwritten. Nothing in here carries gradient.
+
+Storage order: with `buckets` = G, the ring's n-th entry (n = 0 .. size - 1, in writing order) is kept at slot
+(n mod G) * R + n div G, R = ceil(size / G). Block g of R consecutive slots then holds entries g, g + G,
+g + 2G, ...: the interleaved buckets of the approximate search (search.py) are contiguous blocks, so a bucket's
+best entry is a reduction over the last dimension. Exact search does not care about the order. When G does not
+divide size, the slots that no entry maps to stay empty.
 """
 
 import torch
 
 
 class KNNMemory:
-    def __init__(self, lanes: int, heads: int, size: int, head_dim: int, device=None, dtype=torch.float32):
-        self.size = size
-        self.keys = torch.zeros(lanes, heads, size, head_dim, device=device, dtype=dtype)  # [B, H, M, D]
-        self.values = torch.zeros(lanes, heads, size, head_dim, device=device, dtype=dtype)  # [B, H, M, D]
+    def __init__(self, lanes: int, heads: int, size: int, head_dim: int, buckets: int = 1, device=None,
+                 dtype=torch.float32):
+        self.size = size  # entries kept per lane and head
+        self.buckets = max(1, min(buckets, size))
+        self.rows = -(-size // self.buckets)  # slots per bucket
+        self.slots = self.buckets * self.rows  # storage slots, >= size
+        self.keys = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
+        self.values = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
         # Document position of each stored token, -1 where the slot is empty.
-        self.positions = torch.full((lanes, size), -1, device=device, dtype=torch.long)  # [B, M]
-        self.next_slot = torch.zeros(lanes, device=device, dtype=torch.long)  # [B] ring-buffer write pointer
+        self.positions = torch.full((lanes, self.slots), -1, device=device, dtype=torch.long)  # [B, S]
+        self.next_entry = torch.zeros(lanes, device=device, dtype=torch.long)  # [B] ring-buffer write pointer
 
     @property
     def valid(self) -> torch.Tensor:
-        """[B, M] True where a slot holds an entry."""
+        """[B, S] True where a slot holds an entry."""
         return self.positions >= 0
 
     def fill(self) -> torch.Tensor:
         """[B] number of entries held per lane."""
         return self.valid.sum(-1)
+
+    def slot(self, entry: torch.Tensor) -> torch.Tensor:
+        """Storage slot of ring entries 0 .. size - 1 (see the module docstring)."""
+        return (entry % self.buckets) * self.rows + entry // self.buckets
 
     @torch.no_grad()
     def write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
@@ -32,12 +46,13 @@ class KNNMemory:
         if keys.shape[2] > self.size:  # a segment longer than the memory: only its newest tokens fit
             keys, values, positions = keys[:, :, -self.size:], values[:, :, -self.size:], positions[:, -self.size:]
         lanes, heads, length, head_dim = keys.shape
-        slots = (self.next_slot[:, None] + torch.arange(length, device=keys.device)) % self.size  # [B, L]
+        entries = (self.next_entry[:, None] + torch.arange(length, device=keys.device)) % self.size  # [B, L]
+        slots = self.slot(entries)  # [B, L]
         index = slots[:, None, :, None].expand(lanes, heads, length, head_dim)  # [B, H, L, D]
         self.keys.scatter_(2, index, keys.detach().to(self.keys.dtype))
         self.values.scatter_(2, index, values.detach().to(self.values.dtype))
         self.positions.scatter_(1, slots, positions)
-        self.next_slot = (self.next_slot + length) % self.size
+        self.next_entry = (self.next_entry + length) % self.size
 
     @torch.no_grad()
     def reset(self, lanes: torch.Tensor) -> None:
@@ -45,10 +60,11 @@ class KNNMemory:
         self.keys[lanes] = 0
         self.values[lanes] = 0
         self.positions[lanes] = -1
-        self.next_slot[lanes] = 0
+        self.next_entry[lanes] = 0
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys, "values": self.values, "positions": self.positions, "next_slot": self.next_slot}
+        return {"keys": self.keys, "values": self.values, "positions": self.positions,
+                "next_entry": self.next_entry}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         for name, value in tensors.items():

@@ -16,6 +16,20 @@ from memorizing.model.memory_attention import MemoryAttention
 from memorizing.model.position import RelativePositionBias
 
 
+def local_attention(q, keys, values, bias, lane_mask, need_lse: bool):
+    """softmax(q k^T + bias + lane_mask) v for q [B, H, L, D], keys/values [B, H, C + L, D], bias [H, L, C + L]
+    (learned, needs its gradient) and lane_mask [B, 1, 1, C + L] -> (out [B, H, L, D], lse [B, H, L] or None).
+
+    On GPUs PyTorch's fused attention takes a bias with gradient; on CPUs it falls back to an unfused path that
+    is slower than these three operations, so CPUs (and the joint softmax, which needs the log-sum-exp) use them.
+    """
+    if q.is_cuda and not need_lse:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias + lane_mask, scale=1.0), None
+    logits = (q @ keys.transpose(-1, -2)).add_(bias).add_(lane_mask)  # [B, H, L, C + L]
+    lse = logits.logsumexp(-1) if need_lse else None
+    return torch.softmax(logits, dim=-1) @ values, lse
+
+
 class Attention(nn.Module):
     def __init__(self, config: Config, has_memory: bool):
         super().__init__()
@@ -43,18 +57,12 @@ class Attention(nn.Module):
         cache_k, cache_v, cache_valid = layer_state.cache  # [B, H, C, D], [B, H, C, D], [B, C]
         cache_len = cache_k.shape[2]
         keys, values = torch.cat([cache_k, k], dim=2), torch.cat([cache_v, v], dim=2)  # [B, H, C + L, D]
-        bias = self.relative_bias(length, cache_len)[None]  # [1, H, L, C + L]
-        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # [L, L]
-        allowed = torch.cat([cache_valid[:, None, :].expand(-1, length, -1),
-                             causal[None].expand(lanes, -1, -1)], dim=-1)  # [B, L, C + L]
-        bias = bias.masked_fill(~allowed[:, None], float("-inf"))  # [B, H, L, C + L]
-
-        if self.memory is not None and self.memory.combine == "joint":  # the joint softmax needs local mass
-            logits = q @ keys.transpose(-1, -2) + bias
-            local_lse = logits.logsumexp(-1)  # [B, H, L]
-            local = torch.softmax(logits, dim=-1) @ values
-        else:
-            local, local_lse = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=1.0), None
+        bias = self.relative_bias(length, cache_len)  # [H, L, C + L], -inf where a key lies in the future
+        # Cache slots of a lane that has just started a document hold nothing: -inf for those keys.
+        empty = torch.cat([~cache_valid, cache_valid.new_zeros(lanes, length)], dim=1)  # [B, C + L]
+        lane_mask = torch.zeros(empty.shape, dtype=q.dtype, device=x.device).masked_fill_(empty, float("-inf"))
+        need_lse = self.memory is not None and self.memory.combine == "joint"  # the joint softmax needs it
+        local, local_lse = local_attention(q, keys, values, bias, lane_mask[:, None, None, :], need_lse)
         out = local if self.memory is None else self.memory(q, layer_state.memory, query_pos, local, local_lse)
 
         if commit:  # written after the segment has attended, so no token retrieves itself

@@ -24,7 +24,7 @@ class MemoryAttention(nn.Module):
         super().__init__()
         mem, heads = config.memory, config.model.heads
         self.heads, self.combine, self.fixed_gate = heads, mem.combine, mem.gate
-        self.top_k, self.backend, self.buckets = mem.top_k, mem.search, mem.search_buckets
+        self.top_k, self.backend = mem.top_k, mem.search
         if self.combine == "gate":
             self.gate_bias = nn.Parameter(torch.zeros(heads))  # b_g per head; sigmoid(0) = 0.5
         self.position_bias = None
@@ -45,17 +45,17 @@ class MemoryAttention(nn.Module):
         """
         lanes, heads, length, head_dim = queries.shape
         index, found = search(queries.detach(), memory.keys, memory.valid, self.top_k, self.backend,
-                              self.buckets)  # [B, H, L, k] each
-        # Gather the retrieved rows through one flat index into [B*H*M, D]: a fast row copy.
-        size = memory.size
+                              memory.buckets)  # [B, H, L, k] each, slots of the memory
+        # Gather the retrieved rows through one flat index into [B*H*S, D]: a fast row copy.
+        slots = memory.slots
         lane_head = torch.arange(lanes * heads, device=index.device).view(lanes, heads, 1, 1)
-        rows = (index + lane_head * size).flatten()  # [B*H*L*k]
+        rows = (index + lane_head * slots).flatten()  # [B*H*L*k]
         keys = memory.keys.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)  # [B, H, L, k, D]
         values = memory.values.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)
         logits = torch.einsum("bhld,bhlkd->bhlk", queries, keys)  # [B, H, L, k]
         if self.position_bias is not None:
             lane = torch.arange(lanes, device=index.device).view(lanes, 1, 1, 1)
-            key_pos = memory.positions.view(-1)[index + lane * size]  # [B, H, L, k]
+            key_pos = memory.positions.view(-1)[index + lane * slots]  # [B, H, L, k]
             logits = logits + self.position_bias(query_pos, key_pos)
         logits = logits.masked_fill(~found, float("-inf"))
         # A softmax that gives 0 output (not NaN) where nothing was found.

@@ -32,10 +32,18 @@ class RelativePositionBias(nn.Module):
         self.table = nn.Parameter(torch.zeros(heads, num_buckets))  # [H, buckets]
 
     def forward(self, query_len: int, cache_len: int) -> torch.Tensor:
-        q_pos = torch.arange(query_len, device=self.table.device) + cache_len  # [L]
-        k_pos = torch.arange(cache_len + query_len, device=self.table.device)  # [C + L]
-        buckets = log_buckets(q_pos[:, None] - k_pos[None, :], self.num_buckets, self.max_distance)
-        return self.table[:, buckets]  # [H, L, C + L]
+        """[H, L, C + L] bias of each query over [cache ; segment] keys, -inf where the key lies in its future.
+
+        Query i (at i + C) and key j are d = i + C - j apart, so every row is a window of one vector over the
+        distances C + L - 1, C + L - 2, ..., -(L - 1): the bias is built as overlapping windows of that vector
+        (a Toeplitz matrix), whose gradient is a sum over windows instead of a scatter over all L x (C + L)."""
+        keys = cache_len + query_len
+        distance = torch.arange(keys - 1, -query_len, -1, device=self.table.device)  # [C + 2L - 1], decreasing
+        by_distance = self.table[:, log_buckets(distance, self.num_buckets, self.max_distance)]  # [H, C + 2L - 1]
+        # Window w starts at distance C + L - 1 - w, which is query L - 1 - w's row: flip the windows.
+        bias = by_distance.unfold(-1, keys, 1).flip(1)  # [H, L, C + L]
+        future = torch.ones(query_len, keys, dtype=torch.bool, device=bias.device).triu(cache_len + 1)  # [L, C + L]
+        return bias.masked_fill(future, float("-inf"))
 
 
 class MemoryPositionBias(nn.Module):

@@ -25,12 +25,13 @@ from memorizing.model.attention import Attention
 class LayerState:
     """One layer's recurrent state for B lanes: the XL cache (last C keys/values) and, if any, the kNN memory."""
 
-    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, device, dtype):
+    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, buckets, device, dtype):
         self.cache_size = cache_size
         self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
                       torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
                       torch.zeros(lanes, cache_size, device=device, dtype=torch.bool))  # [B, C] valid
-        self.memory = KNNMemory(lanes, heads, memory_size, head_dim, device, dtype) if memory_size else None
+        self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype) if memory_size
+                       else None)
 
     def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L]."""
@@ -132,9 +133,10 @@ class MemorizingTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def init_state(self, lanes: int) -> State:
-        m, param = self.config.model, self.embed.weight
-        layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache,
-                             self.config.memory.size if i in self.memory_layers else 0, param.device, param.dtype)
+        m, mem, param = self.config.model, self.config.memory, self.embed.weight
+        buckets = mem.top_k * mem.search_buckets  # the approximate search's buckets (KNNMemory: storage order)
+        layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache, mem.size if i in self.memory_layers else 0,
+                             buckets, param.device, param.dtype)
                   for i in range(m.depth)]
         return State(layers, lanes, param.device)
 
