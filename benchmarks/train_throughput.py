@@ -6,7 +6,7 @@ at one layer, top-32, XL cache 256), random bytes, AdamW. Each model first train
 rate, and the FLOP/s that plain training achieves against it. The last line of output is one JSON object.
 
     pip install memorizing-transformers-pytorch==0.4.1 einops-exts   # the peer, for this benchmark only
-    python benchmarks/train_throughput.py [--steps 8] [--memory-size 8192] [--search bucketed] [--device cpu]
+    python benchmarks/train_throughput.py [--steps 8] [--memory-size 8192] [--search bucketed|exact|ivf] [--device cpu]
 """
 
 import argparse
@@ -60,7 +60,7 @@ def ours(memory: bool, memory_size: int, search: str, steps: int, device: str, b
         loss.backward()
         optimizer.step()
 
-    seconds = time_steps(step, memory_size // SEGMENT + 2, steps, device)
+    seconds = time_steps(step, memory_size // SEGMENT + 2 if memory else 2, steps, device)
     if memory:
         assert int(state.memories()[0].fill().min()) == memory_size, "memory not full before timing"
     return seconds, model
@@ -109,7 +109,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--memory-size", type=int, default=8192)
-    parser.add_argument("--search", default="bucketed", choices=["exact", "bucketed"])
+    parser.add_argument("--search", default="bucketed", choices=["exact", "bucketed", "ivf"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="autocast to bf16 (GPUs)")
     parser.add_argument("--no-peer", action="store_true", help="skip memorizing-transformers-pytorch")

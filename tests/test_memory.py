@@ -52,15 +52,72 @@ def test_exact_search_returns_a_planted_key_and_never_an_empty_slot():
     assert found[0].all()
 
 
+def filled(keys: torch.Tensor, segment: int = 256, **kwargs) -> KNNMemory:
+    """A memory as large as keys [B, H, M, D], written segment by segment as a model writes it."""
+    lanes, heads, size, dim = keys.shape
+    memory = KNNMemory(lanes, heads, size, dim, **kwargs)
+    for start in range(0, size, segment):
+        memory.write(keys[:, :, start:start + segment], keys[:, :, start:start + segment],
+                     torch.arange(start, start + segment).expand(lanes, -1))
+    return memory
+
+
+def clustered(lanes, heads, size, dim, topics, generator):
+    """Unit keys around `topics` centres per (lane, head), like the keys of a trained memory layer."""
+    unit = lambda x: torch.nn.functional.normalize(x, dim=-1)
+    centres = unit(torch.randn(lanes, heads, topics, dim, generator=generator))
+    pick = torch.randint(0, topics, (lanes, heads, size), generator=generator)
+    return unit(centres.gather(2, pick[..., None].expand(-1, -1, -1, dim))
+                + 0.6 * unit(torch.randn(lanes, heads, size, dim, generator=generator)))
+
+
 def test_bucketed_search_recall_rises_with_buckets_and_is_high_at_the_default():
     torch.manual_seed(1)
     keys = torch.nn.functional.normalize(torch.randn(2, 4, 4096, 32), dim=-1)
     queries = torch.nn.functional.normalize(torch.randn(2, 4, 64, 32), dim=-1)
-    valid = torch.ones(2, 4096, dtype=torch.bool)
-    recalls = [recall_at_k(queries, keys, valid, 32, "bucketed", 32 * b) for b in (1, 4, 16)]  # per neighbour
+    recalls = [recall_at_k(queries, filled(keys, buckets=32 * b), 32, "bucketed") for b in (1, 4, 16)]
     assert recalls[0] < recalls[1] < recalls[2] <= 1.0
     assert recalls[1] > 0.85
-    assert recall_at_k(queries, keys, valid, 32, "exact") == 1.0
+    assert recall_at_k(queries, filled(keys), 32, "exact") == 1.0
+
+
+def test_ivf_search_recall_rises_with_probes_and_scanning_every_list_is_exact():
+    generator = torch.Generator().manual_seed(0)
+    keys = clustered(2, 2, 4096, 32, 64, generator)
+    queries = clustered(2, 2, 64, 32, 64, generator)
+    recalls = [recall_at_k(queries, filled(keys, ivf=(64, probe)), 16, "ivf") for probe in (1, 4, 64)]
+    assert recalls[0] < recalls[1] < recalls[2] == 1.0
+    assert recalls[1] > 0.8
+
+
+def test_ivf_lists_follow_evictions_resets_and_checkpoints():
+    """With every list scanned, ivf must return exactly what exact search returns, however the memory changed."""
+    generator = torch.Generator().manual_seed(0)
+    lanes, heads, size, dim = 3, 2, 512, 16
+    memory = KNNMemory(lanes, heads, size, dim, ivf=(16, 16))
+    stream = clustered(lanes, heads, 4 * size, dim, 32, generator)
+    queries = clustered(lanes, heads, 8, dim, 32, generator)
+
+    def agrees(memory):
+        exact, exact_found = memory.search(queries, 8, "exact")
+        ivf, ivf_found = memory.search(queries, 8, "ivf")
+        assert torch.equal(exact_found, ivf_found)
+        found_slots = lambda slots, found: torch.where(found, slots, -1).sort(-1).values
+        return torch.equal(found_slots(exact, exact_found), found_slots(ivf, ivf_found))
+
+    for step, start in enumerate(range(0, 3 * size, 96)):  # wraps around: evictions and periodic refits
+        memory.write(stream[:, :, start:start + 96], stream[:, :, start:start + 96],
+                     torch.arange(start, start + 96).expand(lanes, -1))
+        if step == 5:
+            memory.reset(torch.tensor([False, True, False]))  # lane 1 starts a new document
+        assert agrees(memory)
+    assert memory.ivf.index.ntotal == int(memory.valid.sum()) * heads
+    memory.reset(torch.tensor([True, False, False]))
+    assert not memory.search(queries, 8, "ivf")[1][0].any()  # an empty lane finds nothing
+    restored = KNNMemory(lanes, heads, size, dim, ivf=(16, 16))
+    restored.load_tensors({name: t.clone() for name, t in memory.tensors().items()})
+    assert torch.equal(restored.search(queries, 8, "ivf")[0], memory.search(queries, 8, "ivf")[0])
+    assert agrees(restored)
 
 
 def test_bucketed_search_over_a_memory_uses_interleaved_buckets_of_the_writing_order():

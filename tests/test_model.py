@@ -187,6 +187,19 @@ def test_local_relative_bias_is_the_t5_bucket_of_each_query_key_distance(query_l
     assert torch.equal(bias_module(query_len, cache_len), expected)
 
 
+def test_ivf_search_scanning_every_list_gives_the_exact_search_model():
+    """The model streams documents (with a reset) through an ivf-searched memory: with every list scanned its
+    logits are those of exact search."""
+    exact = make_model()
+    ivf = MemorizingTransformer(tiny_config(memory__search="ivf", memory__ivf_lists=4, memory__ivf_probe=4)).eval()
+    ivf.load_state_dict(exact.state_dict())
+    tokens = torch.randint(0, 256, (LANES, 12 * SEGMENT))
+    resets = [torch.tensor([s == 6, False, s == 9]) for s in range(12)]
+    with torch.no_grad():
+        assert torch.allclose(stream(exact, tokens, resets=resets)[0], stream(ivf, tokens, resets=resets)[0],
+                              atol=1e-4)
+
+
 def test_qk_norm_off_runs_and_differs():
     tokens = torch.randint(0, 256, (LANES, 3 * SEGMENT))
     with torch.no_grad():
@@ -224,7 +237,8 @@ def test_load_refuses_a_truncated_weights_file(tmp_path):
     ("memory.size", "-1", "memory.size = -1"),
     ("memory.gate", "1.5", "[0, 1]"),
     ("memory.layers", "7", "layer 7 is out of range"),
-    ("memory.search", "hnsw", "'exact', 'bucketed'"),
+    ("memory.search", "hnsw", "'exact', 'bucketed', 'ivf'"),
+    ("memory.ivf_probe", "0", "memory.ivf_probe = 0"),
     ("memory.position_bias", "rope", "'t5-relative'"),
     ("memory.combine", "sum", "'gate', 'fixed', 'joint'"),
 ])

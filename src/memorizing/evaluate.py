@@ -56,8 +56,7 @@ class _QueryProbe:
         queries, memory = args[0], args[1]
         if len(self.samples) < 16 and bool(memory.valid.any()):
             # up to 32 queries per segment are plenty for a recall estimate
-            self.samples.append(recall_at_k(queries[:, :, :32], memory.keys, memory.valid, module.top_k,
-                                            module.backend, memory.buckets))
+            self.samples.append(recall_at_k(queries[:, :, :32], memory, module.top_k, module.backend))
 
     def close(self) -> float | None:
         for handle in self.handles:

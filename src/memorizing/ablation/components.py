@@ -73,6 +73,8 @@ def _gate(text: str) -> dict | None:
 
 def _search(text: str) -> dict | None:
     t = text.lower()
+    if re.search(r"\bivf\b|inverted|faiss", t):
+        return {"memory.search": "ivf"}
     if re.search(r"approx|bucket", t):
         return {"memory.search": "bucketed"}
     if re.search(r"exact|brute|dense", t):
@@ -125,10 +127,11 @@ COMPONENTS = (
               (("normaliz", 1), ("normalis", 1), ("qk-norm", 1), ("qk norm", 1), ("key/query", 0.75),
                ("keys and queries", 0.75), ("staleness", 0.75), ("distributional shift", 0.5)),
               _switch("memory.qk_norm"), "on/off", remove={"memory.qk_norm": False}, add={"memory.qk_norm": True}),
-    Component("search", "kNN search (exact or approximate)", ("memory.search", "memory.search_buckets"),
+    Component("search", "kNN search (exact or approximate)",
+              ("memory.search", "memory.search_buckets", "memory.ivf_lists", "memory.ivf_probe"),
               (("approximate", 1), ("knn search", 1), ("exact", 0.75), ("nearest neighbo", 0.75), ("search", 0.5),
                ("top-k routine", 0.5)),
-              _search, "exact, approximate", remove={"memory.search": "exact"}, add={"memory.search": "bucketed"},
+              _search, "exact, approximate (bucketed), ivf", remove={"memory.search": "exact"}, add={"memory.search": "bucketed"},
               notes="REMOVE of the approximation means exact search"),
     Component("position_bias", "position bias for memory", ("memory.position_bias",),
               (("position bias", 1), ("positional bias", 1), ("positional", 0.75), ("position", 0.5)),

@@ -13,6 +13,7 @@ reaches the queries.
   `search_buckets` (about 0.9 at 4-8 for k = 32), and the selection works on G bucket winners instead of all
   entries. The memory stores each bucket as a contiguous block of slots, so a bucket's winner is a reduction
   over the last dimension.
+- `ivf` (ivf.py): an inverted-file index kept beside the memory; sub-linear, for long memories on CPUs.
 """
 
 import torch
@@ -87,11 +88,10 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
 
 
 @torch.no_grad()
-def recall_at_k(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: int, backend: str,
-                buckets: int = 1) -> float:
-    """Fraction of the exact top-k neighbours (that exist) which `backend` also returns."""
-    true_index, true_found = search(queries, keys, valid, k, "exact")
-    index, found = search(queries, keys, valid, k, backend, buckets)
+def recall_at_k(queries: torch.Tensor, memory, k: int, backend: str) -> float:
+    """Fraction of the exact top-k neighbours (that exist) in `memory` (a KNNMemory) which `backend` also returns."""
+    true_index, true_found = memory.search(queries, k, "exact")
+    index, found = memory.search(queries, k, backend)
     # hit[..., i] = the i-th true neighbour appears among the back-end's found results.
     hit = ((true_index[..., :, None] == index[..., None, :]) & found[..., None, :]).any(-1) & true_found
     return (hit.sum() / true_found.sum().clamp(min=1)).item()

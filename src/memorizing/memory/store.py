@@ -13,10 +13,15 @@ divide size, the slots that no entry maps to stay empty.
 
 import torch
 
+from memorizing.config import ConfigError
+from memorizing.memory.search import search
+
 
 class KNNMemory:
     def __init__(self, lanes: int, heads: int, size: int, head_dim: int, buckets: int = 1, device=None,
-                 dtype=torch.float32):
+                 dtype=torch.float32, ivf: tuple[int, int] | None = None):
+        """`buckets`: the approximate search's bucket count (storage order); `ivf`: (lists, probe) to keep an
+        inverted-file index beside the tensors for `ivf` search (ivf.py; CPU only)."""
         self.size = size  # entries kept per lane and head
         self.buckets = max(1, min(buckets, size))
         self.rows = -(-size // self.buckets)  # slots per bucket
@@ -26,6 +31,13 @@ class KNNMemory:
         # Document position of each stored token, -1 where the slot is empty.
         self.positions = torch.full((lanes, self.slots), -1, device=device, dtype=torch.long)  # [B, S]
         self.next_entry = torch.zeros(lanes, device=device, dtype=torch.long)  # [B] ring-buffer write pointer
+        self.ivf = None
+        if ivf is not None:
+            from memorizing.memory.ivf import IVFIndex  # faiss is only loaded when asked for
+            if self.keys.device.type != "cpu":
+                raise ConfigError("memory.search = 'ivf' runs on CPUs only (faiss-cpu): on a GPU use "
+                                  "memory.search = 'bucketed' or 'exact'.")
+            self.ivf = IVFIndex(lanes, heads, self.slots, size, head_dim, *ivf)
 
     @property
     def valid(self) -> torch.Tensor:
@@ -53,6 +65,8 @@ class KNNMemory:
         self.values.scatter_(2, index, values.detach().to(self.values.dtype))
         self.positions.scatter_(1, slots, positions)
         self.next_entry = (self.next_entry + length) % self.size
+        if self.ivf is not None:
+            self.ivf.written(slots, keys.detach().to(self.keys.dtype), self.keys, self.valid)
 
     @torch.no_grad()
     def reset(self, lanes: torch.Tensor) -> None:
@@ -61,14 +75,27 @@ class KNNMemory:
         self.values[lanes] = 0
         self.positions[lanes] = -1
         self.next_entry[lanes] = 0
+        if self.ivf is not None:
+            self.ivf.reset(lanes)
+
+    def search(self, queries: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k slots for queries [B, H, L, D] -> (slots [B, H, L, k], found [B, H, L, k]) by `backend`."""
+        if backend == "ivf":
+            if self.ivf is None:
+                raise ValueError("this memory keeps no ivf index: create it with ivf=(lists, probe)")
+            return self.ivf.search(queries, min(k, self.size))
+        return search(queries, self.keys, self.valid, k, backend, self.buckets)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys, "values": self.values, "positions": self.positions,
-                "next_entry": self.next_entry}
+        out = {"keys": self.keys, "values": self.values, "positions": self.positions, "next_entry": self.next_entry}
+        return out | (self.ivf.tensors() if self.ivf is not None else {})
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        own = self.tensors()
         for name, value in tensors.items():
-            getattr(self, name).copy_(value)
+            own[name].copy_(value)
+        if self.ivf is not None:
+            self.ivf.rebuild(self.keys, self.valid)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from memorizing.config import Config
-from memorizing.memory.search import search
 from memorizing.memory.store import KNNMemory
 from memorizing.model.position import MemoryPositionBias
 
@@ -43,9 +42,8 @@ class MemoryAttention(nn.Module):
         queries [B, H, L, D] (already scaled), query_pos [B, L] -> (V_mem [B, H, L, D], lse_mem [B, H, L]);
         where a lane's memory is empty V_mem is 0 and lse_mem is about -1e30 (so its gradient stays finite).
         """
-        lanes, heads, length, head_dim = queries.shape
-        index, found = search(queries.detach(), memory.keys, memory.valid, self.top_k, self.backend,
-                              memory.buckets)  # [B, H, L, k] each, slots of the memory
+        lanes, heads, _, head_dim = queries.shape
+        index, found = memory.search(queries.detach(), self.top_k, self.backend)  # [B, H, L, k] each: slots
         # Gather the retrieved rows through one flat index into [B*H*S, D]: a fast row copy.
         slots = memory.slots
         lane_head = torch.arange(lanes * heads, device=index.device).view(lanes, heads, 1, 1)
@@ -68,6 +66,8 @@ class MemoryAttention(nn.Module):
 
     def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:
         """Mix memory and local attention outputs ([B, H, L, D] each) as `combine` says."""
+        if self.combine == "fixed" and self.fixed_gate == 0:  # memory weighs nothing: skip the search
+            return local_out
         mem_out, mem_lse = self.retrieve(queries, memory, query_pos)
         if self.combine == "joint":
             g = torch.sigmoid(mem_lse - local_lse)[..., None]  # [B, H, L, 1]; 0 when memory is empty

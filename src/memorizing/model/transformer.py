@@ -25,12 +25,12 @@ from memorizing.model.attention import Attention
 class LayerState:
     """One layer's recurrent state for B lanes: the XL cache (last C keys/values) and, if any, the kNN memory."""
 
-    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, buckets, device, dtype):
+    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, buckets, ivf, device, dtype):
         self.cache_size = cache_size
         self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
                       torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
                       torch.zeros(lanes, cache_size, device=device, dtype=torch.bool))  # [B, C] valid
-        self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype) if memory_size
+        self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype, ivf) if memory_size
                        else None)
 
     def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
@@ -38,9 +38,13 @@ class LayerState:
         if self.cache_size:
             cache_k, cache_v, valid = self.cache
             now_valid = torch.ones_like(positions, dtype=torch.bool)
-            self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
-                          torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
-                          torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
+            if keys.shape[2] >= self.cache_size:  # the segment alone fills the cache
+                self.cache = (keys.detach()[:, :, -self.cache_size:], values.detach()[:, :, -self.cache_size:],
+                              now_valid[:, -self.cache_size:])
+            else:
+                self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
+                              torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
+                              torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
         if self.memory is not None:
             self.memory.write(keys, values, positions)
 
@@ -135,8 +139,9 @@ class MemorizingTransformer(nn.Module):
     def init_state(self, lanes: int) -> State:
         m, mem, param = self.config.model, self.config.memory, self.embed.weight
         buckets = mem.top_k * mem.search_buckets  # the approximate search's buckets (KNNMemory: storage order)
+        ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
         layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache, mem.size if i in self.memory_layers else 0,
-                             buckets, param.device, param.dtype)
+                             buckets, ivf, param.device, param.dtype)
                   for i in range(m.depth)]
         return State(layers, lanes, param.device)
 

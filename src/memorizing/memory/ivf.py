@@ -1,0 +1,151 @@
+"""Inverted-file (IVF) search over a memory, for long memories on CPUs: a query scans only the lists near it.
+
+Each (lane, head) pair of a KNNMemory keeps `lists` coarse centroids, and every stored key sits in the inverted
+list of its nearest centroid; a query scans the lists of its `probe` nearest centroids only, so its cost falls
+from the whole memory to about probe / lists of it. All pairs share one faiss IndexIVFFlat with pairs x lists
+inverted lists: torch picks each query's lists among its own pair's centroids, and one faiss call
+(search_preassigned) scans them for every query of every pair, on all CPU threads.
+
+Centroids follow the document: a lane's are fitted by spherical k-means on its entries at its first write after
+a reset, and again whenever it has received as many new entries as it held at the last fit (so at 1x, 2x,
+4x ... its first segment, then once per memory.size entries); keys written between fits join the list of their
+nearest centroid. The memory's tensors stay the source of truth: the faiss lists are derived from them and the
+centroids, and are rebuilt after a checkpoint is loaded. faiss keeps its own copy of the keys (4 * D bytes
+more per entry and head).
+"""
+
+import faiss
+import numpy as np
+import torch
+
+KMEANS_ITERATIONS = 4
+KMEANS_SAMPLE = 32  # k-means iterates on at most this many entries per centroid, then assigns all entries
+
+
+def default_lists(size: int) -> int:
+    """The power of two nearest to sqrt(size): 64 lists for 4K entries, 256 for 65K."""
+    return 2 ** round(0.5 * np.log2(max(size, 1)))
+
+
+def _spread(valid: torch.Tensor, count: int) -> torch.Tensor:
+    """[P, count] slot indices spread evenly over each row's valid slots (valid [P, S], at least one per row)."""
+    order = (~valid).to(torch.uint8).argsort(dim=-1, stable=True)  # valid slots first, in slot order
+    held = valid.sum(-1, keepdim=True)  # [P, 1]
+    picks = torch.arange(count, device=valid.device) * held // count  # [P, count], < held
+    return order.gather(-1, picks)
+
+
+def spherical_kmeans(points: torch.Tensor, valid: torch.Tensor, clusters: int) -> torch.Tensor:
+    """Unit centroids [P, C, D] of the valid points (points [P, S, D], valid [P, S]) by inner product."""
+    dim = points.shape[-1]
+    sample = points.gather(1, _spread(valid, KMEANS_SAMPLE * clusters)[..., None].expand(-1, -1, dim))  # [P, n, D]
+    centroids = torch.nn.functional.normalize(sample[:, ::KMEANS_SAMPLE], dim=-1)  # [P, C, D] spread samples
+    for _ in range(KMEANS_ITERATIONS):
+        nearest = torch.bmm(sample, centroids.transpose(1, 2)).argmax(-1)  # [P, n]
+        sums = torch.zeros_like(centroids).scatter_add_(1, nearest[..., None].expand(-1, -1, dim), sample)
+        # an empty cluster keeps its centroid
+        centroids = torch.where(sums.norm(dim=-1, keepdim=True) > 0, torch.nn.functional.normalize(sums, dim=-1),
+                                centroids)
+    return centroids
+
+
+class IVFIndex:
+    def __init__(self, lanes: int, heads: int, slots: int, size: int, head_dim: int, lists: int, probe: int):
+        self.lanes, self.heads, self.slots, self.size = lanes, heads, slots, size
+        self.lists = min(lists or default_lists(size), size)
+        self.probe = min(probe, self.lists)
+        self.centroids = torch.zeros(lanes, heads, self.lists, head_dim)  # [B, H, C, D]
+        self.fitted_with = torch.zeros(lanes, dtype=torch.long)  # [B] entries held at the last fit (0: never)
+        self.since_fit = torch.zeros(lanes, dtype=torch.long)  # [B] entries written since the last fit
+        self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(head_dim), head_dim, lanes * heads * self.lists,
+                                        faiss.METRIC_INNER_PRODUCT)
+        self.index.is_trained = True  # lists are assigned here, so faiss's own coarse quantizer is never used
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id without scanning every list
+        self.index.nprobe = self.probe
+
+    # ---- keeping the lists in step with the memory ----------------------------------------------------------
+    def _ids(self, lanes: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Global ids [n, H, m] of slots [n, m] of lanes [n]: (lane * H + head) * S + slot."""
+        heads = torch.arange(self.heads)[None, :, None]
+        return (lanes[:, None, None] * self.heads + heads) * self.slots + slots[:, None, :]
+
+    def _remove(self, ids: torch.Tensor) -> None:
+        ids = np.ascontiguousarray(ids.flatten().numpy(), dtype="int64")
+        self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
+
+    def _add(self, lanes: torch.Tensor, slots: torch.Tensor, keys: torch.Tensor, present=None) -> None:
+        """Put keys [n, H, m, D] of slots [n, m] of lanes [n] (where present [n, m]) into the lists of their
+        nearest centroids."""
+        n, heads, m, dim = keys.shape
+        block = max(1, (1 << 24) // (n * heads * self.lists))  # bound the [n, H, block, C] score block
+        nearest = torch.cat([torch.einsum("nhmd,nhcd->nhmc", keys[:, :, i:i + block], self.centroids[lanes])
+                             .argmax(-1) for i in range(0, m, block)], dim=2)  # [n, H, m]
+        pair = lanes[:, None, None] * heads + torch.arange(heads)[None, :, None]  # [n, H, 1]
+        lists, ids = pair * self.lists + nearest, self._ids(lanes, slots)  # [n, H, m] each
+        vectors = keys
+        if present is not None:
+            keep = present[:, None, :].expand(-1, heads, -1)  # [n, H, m]
+            lists, ids, vectors = lists[keep], ids[keep], keys[keep]
+        lists = np.ascontiguousarray(lists.flatten().numpy(), dtype="int64")
+        ids = np.ascontiguousarray(ids.flatten().numpy(), dtype="int64")
+        vectors = np.ascontiguousarray(vectors.reshape(-1, dim).numpy(), dtype="float32")
+        self.index.add_core(len(ids), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+
+    def _refit(self, lanes: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor) -> None:
+        """Fit the centroids of `lanes` [n] on their entries (keys [B, H, S, D], valid [B, S]), relist them all."""
+        every_slot = torch.arange(self.slots).expand(len(lanes), -1)  # [n, S]
+        self._remove(self._ids(lanes, every_slot))
+        lane_keys, lane_valid = keys[lanes], valid[lanes]  # [n, H, S, D], [n, S]
+        fitted = spherical_kmeans(lane_keys.flatten(0, 1), lane_valid.repeat_interleave(self.heads, 0), self.lists)
+        self.centroids[lanes] = fitted.view(len(lanes), self.heads, self.lists, -1)
+        self.fitted_with[lanes] = lane_valid.sum(-1)
+        self.since_fit[lanes] = 0
+        self._add(lanes, every_slot, lane_keys, present=lane_valid)
+
+    def written(self, slots: torch.Tensor, keys: torch.Tensor, memory_keys: torch.Tensor,
+                valid: torch.Tensor) -> None:
+        """After every lane wrote keys [B, H, L, D] to slots [B, L] of the memory (now memory_keys, valid)."""
+        self.since_fit += slots.shape[1]
+        refit = (self.fitted_with == 0) | (self.since_fit >= self.fitted_with)  # [B]
+        keep = (~refit).nonzero().flatten()
+        if len(keep):
+            self._remove(self._ids(keep, slots[keep]))  # the evicted entries, if any
+            self._add(keep, slots[keep], keys[keep])
+        if bool(refit.any()):
+            self._refit(refit.nonzero().flatten(), memory_keys, valid)
+
+    def reset(self, lanes: torch.Tensor) -> None:
+        """Empty the lists of the lanes where `lanes` [B] (bool) is True; their next write fits new centroids."""
+        lanes = lanes.nonzero().flatten()
+        self._remove(self._ids(lanes, torch.arange(self.slots).expand(len(lanes), -1)))
+        self.centroids[lanes] = 0
+        self.fitted_with[lanes] = 0
+        self.since_fit[lanes] = 0
+
+    def rebuild(self, memory_keys: torch.Tensor, valid: torch.Tensor) -> None:
+        """Relist every entry from the memory and the current centroids (after loading a checkpoint)."""
+        self.index.reset()
+        lanes = torch.arange(self.lanes)
+        self._add(lanes, torch.arange(self.slots).expand(self.lanes, -1), memory_keys, present=valid)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"ivf_centroids": self.centroids, "ivf_fitted_with": self.fitted_with,
+                "ivf_since_fit": self.since_fit}
+
+    # ---- search ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries [B, H, L, D] -> (slots [B, H, L, k], found [B, H, L, k]), best first."""
+        lanes, heads, length, dim = queries.shape
+        queries = queries.detach().float()
+        coarse = queries @ self.centroids.transpose(-1, -2)  # [B, H, L, C]
+        near, chosen = coarse.topk(self.probe, dim=-1)  # [B, H, L, probe]
+        pair = torch.arange(lanes * heads).view(lanes, heads, 1, 1)
+        lists = (pair * self.lists + chosen).reshape(-1, self.probe).numpy()  # [B*H*L, probe] global list ids
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        _, ids = self.index.search_preassigned(np.ascontiguousarray(queries.reshape(-1, dim).numpy()), k,
+                                               np.ascontiguousarray(lists, dtype="int64"),
+                                               np.ascontiguousarray(near.reshape(-1, self.probe).numpy()))
+        ids = torch.from_numpy(ids).view(lanes, heads, length, k)  # -1 where fewer than k entries were scanned
+        found = ids >= 0
+        return torch.where(found, ids % self.slots, 0), found
