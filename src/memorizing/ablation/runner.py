@@ -73,6 +73,14 @@ def all_runs(study: dict) -> list[tuple[str, int]]:
     return sorted((key, seed) for key in study["configs"] for seed in study["seeds"])
 
 
+def relative_cost(config_dict: dict) -> float:
+    """A rough training cost of a config, for scheduling: tokens trained, doubled where the memory is searched."""
+    config = Config.from_dict(config_dict)
+    tokens = config.train.steps * config.data.lanes * config.data.segment
+    searched = config.memory.enabled and not (config.memory.combine == "fixed" and config.memory.gate == 0)
+    return tokens * (2 if searched else 1)
+
+
 def run_id(key: str, seed: int) -> str:
     return f"{key}-s{seed}"
 
@@ -194,6 +202,7 @@ def run_study(args) -> int:
     warn = lambda message: print(f"memorizing ablate: warning: {message}", file=sys.stderr)
     done = read_ledger(folder, warn)
     todo = [(k, s) for k, s in mine if run_id(k, s) not in done]
+    todo.sort(key=lambda run: -relative_cost(study["configs"][run[0]]))  # longest first: no idle worker at the end
     print(f"study {folder}: {len(study['variants'])} variants, {len(study['configs'])} distinct configs x "
           f"{len(study['seeds'])} seeds = {len(runs)} runs; this shard {len(mine)}, {len(mine) - len(todo)} done, "
           f"{len(todo)} to run")

@@ -61,6 +61,9 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
     lanes, heads, length, head_dim = queries.shape
     slots = keys.shape[2]
     k = min(k, slots)
+    if backend == "bucketed" and not (k <= buckets and slots % buckets == 0):
+        raise ValueError(f"bucketed search of top-{k} needs at least {k} buckets that divide the {slots} slots, "
+                         f"not {buckets}: pass the memory's bucket count (KNNMemory.buckets)")
     queries = queries.to(keys.dtype).reshape(lanes * heads, length, head_dim)  # [N, L, D], N = lanes * heads
     keys = keys.reshape(lanes * heads, slots, head_dim)  # [N, S, D]
     # Empty slots score -inf. A full memory, the common case, needs no mask (checked on the CPU only: on a GPU
