@@ -5,7 +5,7 @@ at a time, as a model writes it, until it holds --memory-size entries per lane a
 one segment search it. Keys and queries are synthetic (no trained model of these shapes ships with the
 project): unit keys drawn around 1024 topic centres per (lane, head) (cosine about 0.7 to their centre), and
 unit queries that are noisy copies of stored keys (cosine about 0.8), so every query has true near neighbours
-among many similar distractors. Back-ends: `bucketed` at 1-8 buckets per neighbour, `ivf` at 4-32 probed lists
+among many similar distractors. Back-ends: `bucketed` at 1-8 buckets per neighbour, `ivf` at 4-16 probed lists
 (memory.ivf_lists at its default). The last line of output is one JSON object.
 
     python benchmarks/search.py --memory-size 65536
@@ -86,7 +86,7 @@ def main():
 
     results = []
     configs = [("bucketed", {"buckets": TOP_K * b}, f"search_buckets={b}") for b in (1, 2, 4, 8)]
-    configs += [("ivf", {"ivf": (0, p)}, f"ivf_lists={default_lists(size)}, ivf_probe={p}") for p in (4, 8, 16, 32)]
+    configs += [("ivf", {"ivf": (0, p)}, f"ivf_lists={default_lists(size)}, ivf_probe={p}") for p in (4, 8, 16)]
     ivf_bytes = None
     for backend, options, label in configs:
         gc.collect()

@@ -87,7 +87,7 @@ def test_ivf_search_recall_rises_with_probes_and_scanning_every_list_is_exact():
     queries = clustered(2, 2, 64, 32, 64, generator)
     recalls = [recall_at_k(queries, filled(keys, ivf=(64, probe)), 16, "ivf") for probe in (1, 4, 64)]
     assert recalls[0] < recalls[1] < recalls[2] == 1.0
-    assert recalls[1] > 0.8
+    assert recalls[1] > 0.7  # 4 of 64 lists, 6% of the entries scanned, find most neighbours
 
 
 def test_ivf_lists_follow_evictions_resets_and_checkpoints():

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 KMEANS_ITERATIONS = 4
-KMEANS_SAMPLE = 32  # k-means iterates on at most this many entries per centroid, then assigns all entries
+KMEANS_SAMPLE = 8  # k-means iterates on this many entries per centroid, then assigns all entries
 
 
 def default_lists(size: int) -> int:
-    """The power of two nearest to sqrt(size): 64 lists for 4K entries, 256 for 65K."""
-    return 2 ** round(0.5 * np.log2(max(size, 1)))
+    """The power of two nearest to 4 sqrt(size) (the low end of faiss's advice), and at least 16 entries per
+    list: 128 lists for 2K entries, 256 for 8K, 1024 for 65K."""
+    return max(1, min(2 ** round(np.log2(4 * max(size, 1) ** 0.5)), size // 16))
 
 
 def _spread(valid: torch.Tensor, count: int) -> torch.Tensor:
