@@ -108,6 +108,11 @@ class Config:
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.train.device
 
+    def memory_searched(self) -> bool:
+        """Whether memory layers search their memory: not without memory, nor with the gate fixed at 0."""
+        mem = self.memory
+        return mem.enabled and not (mem.combine == "fixed" and mem.gate == 0)
+
     def memory_layers(self) -> list[int]:
         """The 0-based indices of the blocks that carry kNN memory (empty when memory is disabled)."""
         if not self.memory.enabled:

@@ -77,8 +77,7 @@ def relative_cost(config_dict: dict) -> float:
     """A rough training cost of a config, for scheduling: tokens trained, doubled where the memory is searched."""
     config = Config.from_dict(config_dict)
     tokens = config.train.steps * config.data.lanes * config.data.segment
-    searched = config.memory.enabled and not (config.memory.combine == "fixed" and config.memory.gate == 0)
-    return tokens * (2 if searched else 1)
+    return tokens * (2 if config.memory_searched() else 1)
 
 
 def run_id(key: str, seed: int) -> str:

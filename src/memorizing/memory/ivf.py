@@ -70,6 +70,10 @@ class IVFIndex:
         heads = torch.arange(self.heads)[None, :, None]
         return (lanes[:, None, None] * self.heads + heads) * self.slots + slots[:, None, :]
 
+    def _every_slot(self, lanes: torch.Tensor) -> torch.Tensor:
+        """[n, S] all slot numbers of each of lanes [n]."""
+        return torch.arange(self.slots).expand(len(lanes), -1)
+
     def _remove(self, ids: torch.Tensor) -> None:
         ids = np.ascontiguousarray(ids.flatten().numpy(), dtype="int64")
         self.index.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
@@ -94,7 +98,7 @@ class IVFIndex:
 
     def _refit(self, lanes: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor) -> None:
         """Fit the centroids of `lanes` [n] on their entries (keys [B, H, S, D], valid [B, S]), relist them all."""
-        every_slot = torch.arange(self.slots).expand(len(lanes), -1)  # [n, S]
+        every_slot = self._every_slot(lanes)  # [n, S]
         self._remove(self._ids(lanes, every_slot))
         lane_keys, lane_valid = keys[lanes], valid[lanes]  # [n, H, S, D], [n, S]
         fitted = spherical_kmeans(lane_keys.flatten(0, 1), lane_valid.repeat_interleave(self.heads, 0), self.lists)
@@ -118,7 +122,7 @@ class IVFIndex:
     def reset(self, lanes: torch.Tensor) -> None:
         """Empty the lists of the lanes where `lanes` [B] (bool) is True; their next write fits new centroids."""
         lanes = lanes.nonzero().flatten()
-        self._remove(self._ids(lanes, torch.arange(self.slots).expand(len(lanes), -1)))
+        self._remove(self._ids(lanes, self._every_slot(lanes)))
         self.centroids[lanes] = 0
         self.fitted_with[lanes] = 0
         self.since_fit[lanes] = 0
@@ -127,7 +131,7 @@ class IVFIndex:
         """Relist every entry from the memory and the current centroids (after loading a checkpoint)."""
         self.index.reset()
         lanes = torch.arange(self.lanes)
-        self._add(lanes, torch.arange(self.slots).expand(self.lanes, -1), memory_keys, present=valid)
+        self._add(lanes, self._every_slot(lanes), memory_keys, present=valid)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"ivf_centroids": self.centroids, "ivf_fitted_with": self.fitted_with,

@@ -23,6 +23,7 @@ class MemoryAttention(nn.Module):
         super().__init__()
         mem, heads = config.memory, config.model.heads
         self.heads, self.combine, self.fixed_gate = heads, mem.combine, mem.gate
+        self.searched = config.memory_searched()  # False with the gate fixed at 0: memory would weigh nothing
         self.top_k, self.backend = mem.top_k, mem.search
         if self.combine == "gate":
             self.gate_bias = nn.Parameter(torch.zeros(heads))  # b_g per head; sigmoid(0) = 0.5
@@ -66,7 +67,7 @@ class MemoryAttention(nn.Module):
 
     def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:
         """Mix memory and local attention outputs ([B, H, L, D] each) as `combine` says."""
-        if self.combine == "fixed" and self.fixed_gate == 0:  # memory weighs nothing: skip the search
+        if not self.searched:
             return local_out
         mem_out, mem_lse = self.retrieve(queries, memory, query_pos)
         if self.combine == "joint":
