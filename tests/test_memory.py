@@ -46,8 +46,10 @@ def test_exact_search_returns_a_planted_key_and_never_an_empty_slot():
     valid[1, 10:] = False  # lane 1 holds only 10 entries
     query = torch.randn(2, 2, 3, 8)
     keys[0, 1, 37] = query[0, 1, 2] * 10  # planted: by far the best match
-    index, found = search(query, keys, valid, k=16, backend="exact")
+    index, scores = search(query, keys, valid, k=16, backend="exact")
+    found = scores > -torch.inf
     assert index[0, 1, 2, 0] == 37
+    assert torch.allclose(scores[0, 1, 2, 0], query[0, 1, 2] @ keys[0, 1, 37])  # scores are the products
     assert found[1].sum(-1).eq(10).all() and (index[1][found[1]] < 10).all()
     assert found[0].all()
 
@@ -99,9 +101,10 @@ def test_ivf_lists_follow_evictions_resets_and_checkpoints():
     queries = clustered(lanes, heads, 8, dim, 32, generator)
 
     def agrees(memory):
-        exact, exact_found = memory.search(queries, 8, "exact")
-        ivf, ivf_found = memory.search(queries, 8, "ivf")
-        assert torch.equal(exact_found, ivf_found)
+        exact, exact_scores = memory.search(queries, 8, "exact")
+        ivf, ivf_scores = memory.search(queries, 8, "ivf")
+        assert torch.allclose(exact_scores, ivf_scores, atol=1e-5)  # -inf (nothing found) in the same places
+        exact_found, ivf_found = exact_scores > -torch.inf, ivf_scores > -torch.inf
         found_slots = lambda slots, found: torch.where(found, slots, -1).sort(-1).values
         return torch.equal(found_slots(exact, exact_found), found_slots(ivf, ivf_found))
 
@@ -113,7 +116,7 @@ def test_ivf_lists_follow_evictions_resets_and_checkpoints():
         assert agrees(memory)
     assert memory.ivf.index.ntotal == int(memory.valid.sum()) * heads
     memory.reset(torch.tensor([True, False, False]))
-    assert not memory.search(queries, 8, "ivf")[1][0].any()  # an empty lane finds nothing
+    assert (memory.search(queries, 8, "ivf")[1][0] == -torch.inf).all()  # an empty lane finds nothing
     restored = KNNMemory(lanes, heads, size, dim, ivf=(16, 16))
     restored.load_tensors({name: t.clone() for name, t in memory.tensors().items()})
     assert torch.equal(restored.search(queries, 8, "ivf")[0], memory.search(queries, 8, "ivf")[0])
@@ -135,8 +138,8 @@ def test_bucketed_search_over_a_memory_uses_interleaved_buckets_of_the_writing_o
         block = memory.positions[:, g * rows:(g + 1) * rows]
         assert ((block - size // 2) % size % buckets == g).all()
     queries = torch.randn(lanes, heads, 5, dim)
-    index, found = search(queries, memory.keys, memory.valid, k, "bucketed", memory.buckets)
-    assert found.all()
+    index, top = search(queries, memory.keys, memory.valid, k, "bucketed", memory.buckets)
+    assert (top > -torch.inf).all()
     # Reference in writing order: the live entries n = 48 .. 143, bucket of the ring entry (n mod size) mod G.
     live = written[:, :, size // 2:]  # [B, H, size, D], position p = size // 2 + i
     ring_entry = torch.arange(size // 2, 3 * size // 2) % size
@@ -147,3 +150,4 @@ def test_bucketed_search_over_a_memory_uses_interleaved_buckets_of_the_writing_o
     got_positions = memory.positions[torch.arange(lanes)[:, None, None, None], index]  # [B, H, 5, k]
     got_scores = scores.gather(-1, got_positions - size // 2)
     assert torch.allclose(got_scores.sort(-1).values, expected.sort(-1).values)
+    assert torch.allclose(top, got_scores)  # the scores returned are those of the slots returned

@@ -111,6 +111,54 @@ def test_no_gradient_reaches_memory_and_backward_is_finite_on_empty_memory():
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("search", ["exact", "bucketed", "ivf"])
+def test_memory_branch_output_and_gradients_equal_attention_over_the_gathered_rows(search):
+    """The branch never copies the retrieved rows out of the memory (gathered.py) and takes its logits from the
+    search; its outputs and its gradients in the queries and in the position bias must still be those of plain
+    attention over the keys and values it retrieved."""
+    model = make_model(memory__search=search, memory__position_bias="t5-relative", memory__ivf_lists=4)
+    branch = model.blocks[-1].attn.memory
+    state = model.init_state(LANES)
+    with torch.no_grad():
+        stream(model, torch.randint(0, 256, (LANES, 5 * SEGMENT)), state)
+    memory = state.layers[-1].memory
+    q = torch.randn(LANES, 2, SEGMENT, 32, requires_grad=True)
+    pos = state.position[:, None] + torch.arange(SEGMENT)
+    out_grad = torch.randn(LANES, 2, SEGMENT, 32)
+
+    def gradients(out, lse):
+        torch.autograd.backward([out, lse], [out_grad, torch.ones_like(lse)])
+        grads = q.grad, branch.position_bias.table.grad
+        q.grad, branch.position_bias.table.grad = None, None
+        return grads
+
+    out, lse = branch.retrieve(q, memory, pos)
+    grads = gradients(out, lse)
+    # Reference: copy the retrieved rows out and attend over them.
+    index, scores = memory.search(q.detach(), 8, search)  # [B, H, L, k]
+    lane, head = torch.arange(LANES)[:, None, None, None], torch.arange(2)[None, :, None, None]
+    keys, values = memory.keys[lane, head, index], memory.values[lane, head, index]  # [B, H, L, k, D]
+    logits = torch.einsum("bhld,bhlkd->bhlk", q, keys) + branch.position_bias(pos, memory.positions[lane, index])
+    logits = logits.masked_fill(scores == -torch.inf, -torch.inf)
+    reference = torch.einsum("bhlk,bhlkd->bhld", logits.softmax(-1), values), logits.logsumexp(-1)
+    assert torch.allclose(out, reference[0], atol=1e-5) and torch.allclose(lse, reference[1], atol=1e-5)
+    for got, expected in zip(grads, gradients(*reference)):
+        assert got.abs().sum() > 0 and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_backward_after_the_memory_changed_fails_loudly():
+    """The backward of a segment reads the memory it searched; once the next segment's forward has written to
+    it, that backward must raise, not return gradients of a different memory."""
+    model = make_model()
+    state = model.init_state(LANES)
+    with torch.no_grad():
+        stream(model, torch.randint(0, 256, (LANES, 3 * SEGMENT)), state)
+    first, state = model(torch.randint(0, 256, (LANES, SEGMENT)), state)
+    model(torch.randint(0, 256, (LANES, SEGMENT)), state)  # the next segment applies the first one's write
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.sum().backward()
+
+
 def test_learned_gate_starts_at_one_half():
     model = MemorizingTransformer(tiny_config())
     assert model.gates() == {2: [0.5, 0.5]}

@@ -1,10 +1,10 @@
 """Top-k search over a lane's memory, exact or approximate, and recall measurement.
 
 Every back-end has the same signature: queries [B, H, L, D], keys [B, H, S, D] (a memory's slots in storage
-order, store.py), valid [B, S] -> (indices [B, H, L, k], found [B, H, L, k]); `found` is False where a lane
-holds fewer than k entries. Scores are inner products (queries and keys are already normalised when qk_norm is
-on). Search carries no gradient: the memory branch recomputes the logits of the retrieved keys so that gradient
-reaches the queries.
+order, store.py), valid [B, S] -> (indices [B, H, L, k], scores [B, H, L, k]), best first; a score is the
+inner product of query and key (both already normalised when qk_norm is on), -inf where a lane holds fewer
+than k entries. Search carries no gradient: the memory branch takes these scores as its logits and gives them
+their gradient itself (gathered.py).
 
 - `exact`: dense scores and torch.topk, on the model's device.
 - `bucketed`: the approximate top-k the paper ran on TPU (meliad): memory entries are dealt into
@@ -18,19 +18,10 @@ reaches the queries.
 
 import torch
 
+from memorizing.memory.scratch import scratch
+
 # Bound on one block of scores, in elements, so that long memories do not blow up RAM.
 _SCORE_BLOCK = 1 << 26
-# Reused score blocks by shape: a fresh block of this size costs more in page faults than the matmul itself.
-_buffers: dict[tuple, torch.Tensor] = {}
-
-
-def _score_buffer(shape: tuple, like: torch.Tensor) -> torch.Tensor:
-    key = (shape, like.device, like.dtype)
-    if key not in _buffers:
-        if len(_buffers) >= 4:
-            _buffers.clear()
-        _buffers[key] = torch.empty(shape, device=like.device, dtype=like.dtype)
-    return _buffers[key]
 
 
 def _exact(scores: torch.Tensor, k: int, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +36,8 @@ def _bucketed(scores: torch.Tensor, k: int, buckets: int) -> tuple[torch.Tensor,
     top, bucket = best.topk(k, dim=-1)  # [N, L, k]
     # The winning slot inside each chosen bucket: an argmax over that bucket's contiguous block of scores.
     block = torch.arange(pairs * length, device=scores.device).view(pairs, length, 1) * buckets + bucket
-    row = scores.reshape(-1, rows).index_select(0, block.flatten()).argmax(-1).view(pairs, length, k)
+    chosen = torch.index_select(scores.view(-1, rows), 0, block.flatten(), out=scratch((block.numel(), rows), scores))
+    row = chosen.argmax(-1).view(pairs, length, k)
     return top, bucket * rows + row
 
 
@@ -73,28 +65,29 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
     # Blocks of whole (lane, head) pairs keep the matmuls large; only a very long memory splits the queries.
     pair_block = max(1, _SCORE_BLOCK // (length * slots))
     query_block = length if pair_block > 1 else max(1, _SCORE_BLOCK // slots)
-    indices, found = [], []
+    indices, top_scores = [], []
     for p in range(0, lanes * heads, pair_block):
-        row_indices, row_found = [], []
+        row_indices, row_scores = [], []
         for t in range(0, length, query_block):
             q, kk = queries[p:p + pair_block, t:t + query_block], keys[p:p + pair_block]
-            scores = torch.bmm(q, kk.transpose(1, 2), out=_score_buffer((q.shape[0], q.shape[1], slots), q))
+            scores = torch.bmm(q, kk.transpose(1, 2), out=scratch((q.shape[0], q.shape[1], slots), q))
             if empty is not None:
                 scores.masked_fill_(empty[p:p + pair_block], float("-inf"))
             top, index = BACKENDS[backend](scores, k, buckets)  # [n, l, k] each
             row_indices.append(index)
-            row_found.append(top > float("-inf"))
+            row_scores.append(top)
         indices.append(torch.cat(row_indices, dim=1))
-        found.append(torch.cat(row_found, dim=1))
+        top_scores.append(torch.cat(row_scores, dim=1))
     shape = (lanes, heads, length, k)
-    return torch.cat(indices).view(shape), torch.cat(found).view(shape)
+    return torch.cat(indices).view(shape), torch.cat(top_scores).view(shape)
 
 
 @torch.no_grad()
 def recall_at_k(queries: torch.Tensor, memory, k: int, backend: str) -> float:
     """Fraction of the exact top-k neighbours (that exist) in `memory` (a KNNMemory) which `backend` also returns."""
-    true_index, true_found = memory.search(queries, k, "exact")
-    index, found = memory.search(queries, k, backend)
+    true_index, true_scores = memory.search(queries, k, "exact")
+    index, scores = memory.search(queries, k, backend)
+    true_found, found = true_scores > float("-inf"), scores > float("-inf")
     # hit[..., i] = the i-th true neighbour appears among the back-end's found results.
     hit = ((true_index[..., :, None] == index[..., None, :]) & found[..., None, :]).any(-1) & true_found
     return (hit.sum() / true_found.sum().clamp(min=1)).item()

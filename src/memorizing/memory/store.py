@@ -9,6 +9,12 @@ Storage order: with `buckets` = G, the ring's n-th entry (n = 0 .. size - 1, in 
 g + 2G, ...: the interleaved buckets of the approximate search (search.py) are contiguous blocks, so a bucket's
 best entry is a reduction over the last dimension. Exact search does not care about the order. When G does not
 divide size, the slots that no entry maps to stay empty.
+
+Writes are applied at the next read of the memory (any method or tensor below), not at once: the segment that
+wrote them has still to be backpropagated through, and its backward reads the rows it retrieved from the memory
+itself (gathered.py), as they were when it searched. Training reads each segment once, forward then backward,
+so the memory a backward reads is unchanged; if a second segment's forward ran first, autograd's version check
+on the memory's tensors raises an error instead of a wrong gradient.
 """
 
 import torch
@@ -26,11 +32,12 @@ class KNNMemory:
         self.buckets = max(1, min(buckets, size))
         self.rows = -(-size // self.buckets)  # slots per bucket
         self.slots = self.buckets * self.rows  # storage slots, >= size
-        self.keys = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
-        self.values = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
+        self._keys = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
+        self._values = torch.zeros(lanes, heads, self.slots, head_dim, device=device, dtype=dtype)  # [B, H, S, D]
         # Document position of each stored token, -1 where the slot is empty.
-        self.positions = torch.full((lanes, self.slots), -1, device=device, dtype=torch.long)  # [B, S]
-        self.next_entry = torch.zeros(lanes, device=device, dtype=torch.long)  # [B] ring-buffer write pointer
+        self._positions = torch.full((lanes, self.slots), -1, device=device, dtype=torch.long)  # [B, S]
+        self._next_entry = torch.zeros(lanes, device=device, dtype=torch.long)  # [B] ring-buffer write pointer
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # writes not yet applied
         self.ivf = None
         if ivf is not None:
             from memorizing.memory.ivf import IVFIndex  # faiss is only loaded when asked for
@@ -38,6 +45,25 @@ class KNNMemory:
                 raise ConfigError("memory.search = 'ivf' runs on CPUs only (faiss-cpu): on a GPU use "
                                   "memory.search = 'bucketed' or 'exact'.")
             self.ivf = IVFIndex(lanes, heads, self.slots, size, head_dim, *ivf)
+
+    # ---- the stored tensors, with every write applied ----------------------------------------------------------
+    @property
+    def keys(self) -> torch.Tensor:
+        """[B, H, S, D]"""
+        self.apply_writes()
+        return self._keys
+
+    @property
+    def values(self) -> torch.Tensor:
+        """[B, H, S, D]"""
+        self.apply_writes()
+        return self._values
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """[B, S] document position of each slot's token, -1 where empty."""
+        self.apply_writes()
+        return self._positions
 
     @property
     def valid(self) -> torch.Tensor:
@@ -52,34 +78,47 @@ class KNNMemory:
         """Storage slot of ring entries 0 .. size - 1 (see the module docstring)."""
         return (entry % self.buckets) * self.rows + entry // self.buckets
 
-    @torch.no_grad()
     def write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
-        """Append one segment per lane: keys, values [B, H, L, D] and positions [B, L], oldest evicted."""
+        """Append one segment per lane: keys, values [B, H, L, D] and positions [B, L], oldest evicted (applied at
+        the next read, see the module docstring)."""
+        self._pending.append((keys.detach(), values.detach(), positions))
+
+    @torch.no_grad()
+    def apply_writes(self) -> None:
+        """Apply the writes held back so far (every read does this itself)."""
+        pending, self._pending = self._pending, []
+        for keys, values, positions in pending:
+            self._write(keys, values, positions)
+
+    def _write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         if keys.shape[2] > self.size:  # a segment longer than the memory: only its newest tokens fit
             keys, values, positions = keys[:, :, -self.size:], values[:, :, -self.size:], positions[:, -self.size:]
         lanes, heads, length, head_dim = keys.shape
-        entries = (self.next_entry[:, None] + torch.arange(length, device=keys.device)) % self.size  # [B, L]
+        entries = (self._next_entry[:, None] + torch.arange(length, device=keys.device)) % self.size  # [B, L]
         slots = self.slot(entries)  # [B, L]
         index = slots[:, None, :, None].expand(lanes, heads, length, head_dim)  # [B, H, L, D]
-        self.keys.scatter_(2, index, keys.detach().to(self.keys.dtype))
-        self.values.scatter_(2, index, values.detach().to(self.values.dtype))
-        self.positions.scatter_(1, slots, positions)
-        self.next_entry = (self.next_entry + length) % self.size
+        self._keys.scatter_(2, index, keys.to(self._keys.dtype))
+        self._values.scatter_(2, index, values.to(self._values.dtype))
+        self._positions.scatter_(1, slots, positions)
+        self._next_entry = (self._next_entry + length) % self.size
         if self.ivf is not None:
-            self.ivf.written(slots, keys.detach().to(self.keys.dtype), self.keys, self.valid)
+            self.ivf.written(slots, keys.to(self._keys.dtype), self._keys, self._positions >= 0)
 
     @torch.no_grad()
     def reset(self, lanes: torch.Tensor) -> None:
         """Clear the memory of the lanes where `lanes` [B] (bool) is True, and nothing else."""
-        self.keys[lanes] = 0
-        self.values[lanes] = 0
-        self.positions[lanes] = -1
-        self.next_entry[lanes] = 0
+        self.apply_writes()
+        self._keys[lanes] = 0
+        self._values[lanes] = 0
+        self._positions[lanes] = -1
+        self._next_entry[lanes] = 0
         if self.ivf is not None:
             self.ivf.reset(lanes)
 
     def search(self, queries: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k slots for queries [B, H, L, D] -> (slots [B, H, L, k], found [B, H, L, k]) by `backend`."""
+        """Top-k slots for queries [B, H, L, D] -> (slots [B, H, L, k], scores [B, H, L, k]) by `backend`, best
+        first; a score is the query . key product, -inf where a lane holds fewer than k entries."""
+        self.apply_writes()
         if backend == "ivf":
             if self.ivf is None:
                 raise ValueError("this memory keeps no ivf index: create it with ivf=(lists, probe)")
@@ -87,7 +126,9 @@ class KNNMemory:
         return search(queries, self.keys, self.valid, k, backend, self.buckets)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"keys": self.keys, "values": self.values, "positions": self.positions, "next_entry": self.next_entry}
+        self.apply_writes()
+        out = {"keys": self._keys, "values": self._values, "positions": self._positions,
+               "next_entry": self._next_entry}
         return out | (self.ivf.tensors() if self.ivf is not None else {})
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -95,7 +136,7 @@ class KNNMemory:
         for name, value in tensors.items():
             own[name].copy_(value)
         if self.ivf is not None:
-            self.ivf.rebuild(self.keys, self.valid)
+            self.ivf.rebuild(self._keys, self.valid)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from memorizing.config import Config
+from memorizing.memory.gathered import gathered_dot, gathered_sum
 from memorizing.memory.store import KNNMemory
 from memorizing.model.position import MemoryPositionBias
 
@@ -43,25 +44,27 @@ class MemoryAttention(nn.Module):
         queries [B, H, L, D] (already scaled), query_pos [B, L] -> (V_mem [B, H, L, D], lse_mem [B, H, L]);
         where a lane's memory is empty V_mem is 0 and lse_mem is about -1e30 (so its gradient stays finite).
         """
-        lanes, heads, _, head_dim = queries.shape
-        index, found = memory.search(queries.detach(), self.top_k, self.backend)  # [B, H, L, k] each: slots
-        # Gather the retrieved rows through one flat index into [B*H*S, D]: a fast row copy.
+        lanes, heads, length, head_dim = queries.shape
+        index, scores = memory.search(queries.detach(), self.top_k, self.backend)  # [B, H, L, k] each: slots
+        k = index.shape[-1]
+        # Rows of the memory's tables flattened to [B*H*S, D], one [k] row list per query [B*H*L, k].
         slots = memory.slots
         lane_head = torch.arange(lanes * heads, device=index.device).view(lanes, heads, 1, 1)
-        rows = (index + lane_head * slots).flatten()  # [B*H*L*k]
-        keys = memory.keys.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)  # [B, H, L, k, D]
-        values = memory.values.view(-1, head_dim).index_select(0, rows).view(*index.shape, head_dim)
-        logits = torch.einsum("bhld,bhlkd->bhlk", queries, keys)  # [B, H, L, k]
+        rows = (index + lane_head * slots).view(-1, k)
+        # The search's scores are the logits q . key; gathered_dot gives them their gradient in the queries.
+        logits = gathered_dot(queries.reshape(-1, head_dim), memory.keys.view(-1, head_dim), rows,
+                              scores.view(-1, k)).view(lanes, heads, length, k)  # [B, H, L, k]
         if self.position_bias is not None:
             lane = torch.arange(lanes, device=index.device).view(lanes, 1, 1, 1)
             key_pos = memory.positions.view(-1)[index + lane * slots]  # [B, H, L, k]
             logits = logits + self.position_bias(query_pos, key_pos)
-        logits = logits.masked_fill(~found, float("-inf"))
+        logits = logits.masked_fill(scores == float("-inf"), float("-inf"))  # nothing found there
         # A softmax that gives 0 output (not NaN) where nothing was found.
         peak = logits.amax(-1, keepdim=True).detach().clamp(min=-1e30)  # finite
         weights = torch.exp(logits - peak)  # [B, H, L, k], 0 where not found
         total = weights.sum(-1, keepdim=True)
-        out = torch.einsum("bhlk,bhlkd->bhld", weights / total.clamp(min=1e-30), values)  # [B, H, L, D]
+        out = gathered_sum((weights / total.clamp(min=1e-30)).view(-1, k), memory.values.view(-1, head_dim),
+                           rows).view(lanes, heads, length, head_dim)  # [B, H, L, D]
         lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
         return out, lse
 
