@@ -2,15 +2,19 @@
 
 One shared configuration (6 layers, width 256, 4 heads of 64, segment 256, 8 lanes, 8192 memory entries per lane
 at one layer, top-32, XL cache 256), random bytes, AdamW. Each model first trains until its memory is full
-(memory.size / segment steps), then is timed over --steps steps. Also measures the machine's own fp32 matmul
-rate, and the FLOP/s that plain training achieves against it. The last line of output is one JSON object.
+(memory.size / segment steps); then the three take turns, one step each, for --steps rounds, and each one's
+median step time counts (turns, so that a slow spell of the machine falls on all three alike). Also measures
+the machine's own fp32 matmul rate, and the FLOP/s that plain training achieves against it. The last line of
+output is one JSON object.
 
     pip install memorizing-transformers-pytorch==0.4.1 einops-exts   # the peer, for this benchmark only
-    python benchmarks/train_throughput.py [--steps 8] [--memory-size 8192] [--search bucketed|exact|ivf] [--device cpu]
+    python benchmarks/train_throughput.py [--steps 10] [--memory-size 8192] [--search bucketed|exact|ivf] [--device cpu]
 """
 
 import argparse
+import contextlib
 import json
+import statistics
 import tempfile
 import time
 
@@ -29,21 +33,26 @@ def our_config(memory: bool, memory_size: int, search: str):
         "memory.layers=auto", f"memory.search={search}"])
 
 
-def time_steps(step, warmup: int, steps: int, device: str) -> float:
-    """Seconds per step after `warmup` steps."""
-    for _ in range(warmup):
-        step()
+def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
-def ours(memory: bool, memory_size: int, search: str, steps: int, device: str, bf16: bool):
+def take_turns(steps: dict, rounds: int, device: str) -> dict:
+    """Median seconds per step of each of `steps` (name -> step function), timed one step each in turn."""
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def ours(memory: bool, memory_size: int, search: str, device: str, bf16: bool):
+    """A training step of this package, after its memory has been filled; and the model."""
     config = our_config(memory, memory_size, search)
     model = MemorizingTransformer(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -60,40 +69,46 @@ def ours(memory: bool, memory_size: int, search: str, steps: int, device: str, b
         loss.backward()
         optimizer.step()
 
-    seconds = time_steps(step, memory_size // SEGMENT + 2 if memory else 2, steps, device)
+    for _ in range(memory_size // SEGMENT + 2 if memory else 2):
+        step()
     if memory:
         assert int(state.memories()[0].fill().min()) == memory_size, "memory not full before timing"
-    return seconds, model
+    return step, model
 
 
-def peer(memory_size: int, steps: int, device: str):
+def peer(memory_size: int, rounds: int, device: str, stack: contextlib.ExitStack):
+    """A training step of memorizing-transformers-pytorch, its memory filled to just below capacity (it empties
+    itself when full), with room for `rounds` more segments."""
     from memorizing_transformers_pytorch import MemorizingTransformer as PeerTransformer
     layer = round(0.75 * DEPTH)
-    with tempfile.TemporaryDirectory() as folder:
-        model = PeerTransformer(num_tokens=256, dim=DIM, depth=DEPTH, heads=HEADS, dim_head=HEAD_DIM,
-                                memorizing_layers=(layer,), max_knn_memories=memory_size,
-                                num_retrieved_memories=TOP_K, xl_max_memories=SEGMENT,
-                                knn_memories_directory=folder).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        with model.knn_memories_context(batch_size=LANES) as knn_memories:
-            xl = None
+    folder = stack.enter_context(tempfile.TemporaryDirectory())
+    model = PeerTransformer(num_tokens=256, dim=DIM, depth=DEPTH, heads=HEADS, dim_head=HEAD_DIM,
+                            memorizing_layers=(layer,), max_knn_memories=memory_size,
+                            num_retrieved_memories=TOP_K, xl_max_memories=SEGMENT,
+                            knn_memories_directory=folder).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    knn_memories = stack.enter_context(model.knn_memories_context(batch_size=LANES))
+    xl = None
 
-            def step():
-                nonlocal xl
-                tokens = torch.randint(1, 256, (LANES, SEGMENT + 1), device=device)
-                loss, xl = model(tokens[:, :-1], knn_memories=knn_memories, xl_memories=xl, labels=tokens[:, 1:])
-                xl = [m.detach() for m in xl]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+    def step():
+        nonlocal xl
+        tokens = torch.randint(1, 256, (LANES, SEGMENT + 1), device=device)
+        loss, xl = model(tokens[:, :-1], knn_memories=knn_memories, xl_memories=xl, labels=tokens[:, 1:])
+        xl = [m.detach() for m in xl]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-            # its memory resets when full, so warm it to just below capacity
-            return time_steps(step, max(1, memory_size // SEGMENT - steps - 1), steps, device)
+    for _ in range(max(1, memory_size // SEGMENT - rounds - 1)):
+        step()
+    return step
 
 
 def matmul_gflops(device: str, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n ** 3 / time_steps(lambda: a @ b, 3, 10, device) / 1e9
+    for _ in range(3):  # warm-up
+        a @ b
+    return 2 * n ** 3 / take_turns({"matmul": lambda: a @ b}, 10, device)["matmul"] / 1e9
 
 
 def training_flops(model) -> float:
@@ -107,7 +122,7 @@ def training_flops(model) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each model per round)")
     parser.add_argument("--memory-size", type=int, default=8192)
     parser.add_argument("--search", default="bucketed", choices=["exact", "bucketed", "ivf"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -116,13 +131,16 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     tokens = LANES * SEGMENT
-    with_memory, _ = ours(True, args.memory_size, args.search, args.steps, args.device, args.bf16)
+    with contextlib.ExitStack() as stack:
+        steps = {"memory": ours(True, args.memory_size, args.search, args.device, args.bf16)[0]}
+        steps["plain"], plain_model = ours(False, args.memory_size, args.search, args.device, args.bf16)
+        if not args.no_peer:
+            steps["peer"] = peer(args.memory_size, args.steps, args.device, stack)
+        seconds = take_turns(steps, args.steps, args.device)
+    with_memory, plain, peer_seconds = seconds["memory"], seconds["plain"], seconds.get("peer")
     print(f"ours, memory {args.memory_size} ({args.search}): {with_memory * 1e3:.0f} ms/step", flush=True)
-    plain, plain_model = ours(False, args.memory_size, args.search, args.steps, args.device, args.bf16)
     print(f"ours, no memory: {plain * 1e3:.0f} ms/step", flush=True)
-    peer_seconds = None
-    if not args.no_peer:
-        peer_seconds = peer(args.memory_size, args.steps, args.device)
+    if peer_seconds:
         print(f"memorizing-transformers-pytorch 0.4.1: {peer_seconds * 1e3:.0f} ms/step", flush=True)
     machine = matmul_gflops(args.device)
     achieved = training_flops(plain_model) / plain / 1e9

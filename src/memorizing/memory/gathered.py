@@ -8,7 +8,8 @@ Each is the other's transpose, so each one's backward is the other one. gathered
 per-sample weights: one fused pass that never builds the [M, k, D] block of retrieved rows. gathered_dot copies
 the rows into a reused buffer and does one batched matmul; when the search already computed those scores (every
 back-end returns them) it returns them as they are, and only its backward touches the table. The table is
-memory, which carries no gradient.
+memory, which carries no gradient. Backward reads the table as it is by then, so the memory holds its writes
+back until its next read (store.py): the memory a segment's backward reads is the one it searched.
 """
 
 import torch

@@ -11,9 +11,9 @@ a reset, and again whenever it has received as many new entries as it held at th
 its first segment), until it holds KMEANS_SAMPLE entries per list, as many as k-means ever looks at; from then
 on once per memory.size entries. Keys written between fits join the list of their nearest centroid. A fit
 relists every entry of the lane (entries x lists products), so stopping the doubling early keeps the cost of
-filling a long memory to about one product per entry and list. The memory's tensors stay the source of truth: the faiss lists are derived from them and the
-centroids, and are rebuilt after a checkpoint is loaded. faiss keeps its own copy of the keys (4 * D bytes
-more per entry and head).
+filling a long memory to about one product per entry and list. The memory's tensors stay the source of truth:
+the faiss lists are derived from them and the centroids, and are rebuilt after a checkpoint is loaded. faiss
+keeps its own copy of the keys (4 * D bytes more per entry and head).
 """
 
 import faiss
@@ -24,7 +24,7 @@ from memorizing.memory.scratch import scratch
 
 KMEANS_ITERATIONS = 4
 KMEANS_SAMPLE = 8  # k-means iterates on this many entries per centroid, then assigns all entries
-_NEAREST_BLOCK = 1 << 22  # scores per block in nearest_centroid (16 MB in float32: stays in cache)
+_NEAREST_BLOCK = 1 << 22  # scores per block in nearest_centroid (16 MB of float32, one reused buffer)
 
 
 def default_lists(size: int) -> int:
