@@ -45,7 +45,7 @@ class MemoryAttention(nn.Module):
         where a lane's memory is empty V_mem is 0 and lse_mem is about -1e30 (so its gradient stays finite).
         """
         lanes, heads, length, head_dim = queries.shape
-        index, scores = memory.search(queries.detach(), self.top_k, self.backend)  # [B, H, L, k] each: slots
+        index, scores = memory.search(queries.detach(), self.top_k, self.backend)  # [B, H, L, k]: slots, q . key
         k = index.shape[-1]
         # Rows of the memory's tables flattened to [B*H*S, D], one [k] row list per query [B*H*L, k].
         slots = memory.slots
