@@ -88,6 +88,8 @@ class IVFIndex:
                                         faiss.METRIC_INNER_PRODUCT)
         self.index.is_trained = True  # lists are assigned here, so faiss's own coarse quantizer is never used
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id without scanning every list
+        # Split the queries over threads inside search_preassigned (mode 0 leaves that to faiss's own search()).
+        self.index.parallel_mode = 3
         self.set_probe(probe)
 
     def set_probe(self, probe: int) -> None:
