@@ -2,12 +2,12 @@
 
 Each of M queries reads k rows of a table [T, D] (a memory's keys or values, flattened over lanes and heads),
 picked by rows [M, k]. The memory branch needs two products:
-- gathered_dot(q, table, rows):  scores[m, j] = q[m] . table[rows[m, j]]      q [M, D] -> scores [M, k]
-- gathered_sum(w, table, rows):  out[m] = sum_j w[m, j] * table[rows[m, j]]   w [M, k] -> out [M, D]
+- gathered_dot: scores[m, j] = q[m] . table[rows[m, j]]      q [M, D] -> scores [M, k]
+- gathered_sum: out[m] = sum_j w[m, j] * table[rows[m, j]]   w [M, k] -> out [M, D]
 Each is the other's transpose, so each one's backward is the other one. gathered_sum is F.embedding_bag with
-per-sample weights: one fused pass that never builds the [M, k, D] block of retrieved rows. gathered_dot copies
-the rows into a reused buffer and does one batched matmul; when the search already computed those scores (every
-back-end returns them) it returns them as they are, and only its backward touches the table. The table is
+per-sample weights: one fused pass that never builds the [M, k, D] block of retrieved rows. The search has
+already computed the scores (every back-end returns them), so gathered_dot takes them as they are and only its
+backward touches the table: the one row copy left, into a reused buffer, then one batched matmul. The table is
 memory, which carries no gradient. Backward reads the table as it is by then, so the memory holds its writes
 back until its next read (store.py): the memory a segment's backward reads is the one it searched.
 """
@@ -35,7 +35,7 @@ class _GatheredDot(torch.autograd.Function):
     def forward(ctx, q, table, rows, scores):
         ctx.save_for_backward(table, rows)
         ctx.q_dtype = q.dtype
-        return _dot(q, table, rows) if scores is None else scores.clone()
+        return scores.clone()
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,11 +56,10 @@ class _GatheredSum(torch.autograd.Function):
         return _dot(grad, table, rows).to(ctx.w_dtype), None, None
 
 
-def gathered_dot(q: torch.Tensor, table: torch.Tensor, rows: torch.Tensor,
-                 scores: torch.Tensor | None = None) -> torch.Tensor:
-    """q [M, D], table [T, D] (no gradient), rows [M, k] -> [M, k], differentiable in q. `scores` [M, k]: the
-    same products, already computed (by the search), returned in place of recomputing them."""
-    return _GatheredDot.apply(q, table.detach(), rows, None if scores is None else scores.detach())
+def gathered_dot(q: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The products q [M, D] . table[rows] (table [T, D] without gradient, rows [M, k]), already computed as
+    scores [M, k] (by the search), returned as a function of q: [M, k], differentiable in q."""
+    return _GatheredDot.apply(q, table.detach(), rows, scores.detach())
 
 
 def gathered_sum(w: torch.Tensor, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ class KNNMemory:
         self._positions.scatter_(1, slots, positions)
         self._next_entry = (self._next_entry + length) % self.size
         if self.ivf is not None:
-            self.ivf.written(slots, keys.to(self._keys.dtype), self._keys, self._positions >= 0)
+            self.ivf.written(slots, keys.to(self._keys.dtype), self._keys, self.valid)
 
     @torch.no_grad()
     def reset(self, lanes: torch.Tensor) -> None:
