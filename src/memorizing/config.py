@@ -52,7 +52,7 @@ class MemoryConfig:
     # exact | bucketed (TPU-style approximate top-k, as in the paper) | ivf (inverted-file index, CPUs, faiss)
     search: str = "bucketed"
     search_buckets: int = 4  # bucketed: buckets per wanted neighbour (more = higher recall, slower)
-    ivf_lists: int = 0  # ivf: centroids per lane and head (0 = the power of two nearest sqrt(size))
+    ivf_lists: int = 0  # ivf: centroids per lane and head (0 = the power of two nearest 4 sqrt(size))
     ivf_probe: int = 8  # ivf: lists scanned per query (more = higher recall, slower)
     position_bias: str = "none"  # none (the paper) | t5-relative | learned-absolute
     bias_buckets: int = 32  # buckets of the memory position bias

@@ -41,7 +41,7 @@ class KNNMemory:
         self.ivf = None
         if ivf is not None:
             from memorizing.memory.ivf import IVFIndex  # faiss is only loaded when asked for
-            if self.keys.device.type != "cpu":
+            if self._keys.device.type != "cpu":
                 raise ConfigError("memory.search = 'ivf' runs on CPUs only (faiss-cpu): on a GPU use "
                                   "memory.search = 'bucketed' or 'exact'.")
             self.ivf = IVFIndex(lanes, heads, self.slots, size, head_dim, *ivf)
