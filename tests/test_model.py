@@ -159,6 +159,39 @@ def test_a_backward_after_the_memory_changed_fails_loudly():
         first.sum().backward()
 
 
+@pytest.mark.parametrize("search", ["exact", "bucketed"])
+@pytest.mark.parametrize("sets", [{}, {"memory__position_bias": "t5-relative", "memory__combine": "joint"},
+                                  {"memory__position_bias": "learned-absolute"}])
+def test_training_steps_off_the_cpu_make_no_host_round_trip(search, sets):
+    """On the meta device (shapes only, no data) reading a tensor's value raises, as a host round trip would
+    stall a GPU: segments with resets, forward and backward, through a memory that fills."""
+    model = MemorizingTransformer(tiny_config(memory__search=search, **sets)).to("meta")
+    state = model.init_state(LANES)
+    tokens = torch.zeros(LANES, SEGMENT, dtype=torch.long, device="meta")
+    for s in range(3):
+        logits, state = model(tokens, state, torch.tensor([s == 1, False, True], device="meta"))
+        logits.sum().backward()
+
+
+@pytest.mark.parametrize("search", ["exact", "bucketed", "ivf"])
+def test_bf16_autocast_follows_the_fp32_model_and_keeps_memory_in_fp32(search):
+    """The bf16 path (train.precision = "bf16") through every back-end: logits near the fp32 model's, finite
+    gradients, and the memory and its search kept in fp32."""
+    torch.manual_seed(0)
+    model = MemorizingTransformer(tiny_config(memory__search=search, memory__ivf_lists=4, memory__ivf_probe=4))
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    with torch.no_grad():
+        reference, _ = stream(model, tokens)
+    state = model.init_state(LANES)
+    for s in range(4):  # as training does: each segment's backward before the next segment
+        with torch.autocast("cpu", torch.bfloat16):
+            logits, state = model(tokens[:, s * SEGMENT:(s + 1) * SEGMENT], state)
+        logits.float().logsumexp(-1).mean().backward()
+        assert logits.dtype == torch.bfloat16 and state.memories()[0].keys.dtype == torch.float32
+        assert (logits.float() - reference[:, s * SEGMENT:(s + 1) * SEGMENT]).abs().max() < 0.02
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_learned_gate_starts_at_one_half():
     model = MemorizingTransformer(tiny_config())
     assert model.gates() == {2: [0.5, 0.5]}

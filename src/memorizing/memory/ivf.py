@@ -144,6 +144,7 @@ class IVFIndex:
         picked = lane_keys.gather(2, slots[:, None, :, None].expand(-1, self.heads, -1, lane_keys.shape[-1]))
         self._add(lanes, slots, picked, present=lane_valid.gather(1, slots))
 
+    @torch.autocast("cpu", enabled=False)  # centroids and scores in fp32, also when the model runs in bf16
     def written(self, slots: torch.Tensor, keys: torch.Tensor, memory_keys: torch.Tensor,
                 valid: torch.Tensor) -> None:
         """After every lane wrote keys [B, H, L, D] to slots [B, L] of the memory (now memory_keys, valid)."""
@@ -176,6 +177,7 @@ class IVFIndex:
 
     # ---- search ------------------------------------------------------------------------------------------
     @torch.no_grad()
+    @torch.autocast("cpu", enabled=False)
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """queries [B, H, L, D] -> (slots [B, H, L, k], scores [B, H, L, k]), best first, -inf: not found."""
         lanes, heads, length, dim = queries.shape

@@ -60,7 +60,7 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
     keys = keys.reshape(lanes * heads, slots, head_dim)  # [N, S, D]
     # Empty slots score -inf. A full memory, the common case, needs no mask (checked on the CPU only: on a GPU
     # the check would cost a host round trip, more than the mask).
-    needs_mask = keys.is_cuda or not bool(valid.all())
+    needs_mask = keys.device.type != "cpu" or not bool(valid.all())
     empty = ~valid.repeat_interleave(heads, dim=0)[:, None, :] if needs_mask else None  # [N, 1, S]
     # Blocks of whole (lane, head) pairs keep the matmuls large; only a very long memory splits the queries.
     pair_block = max(1, _SCORE_BLOCK // (length * slots))

@@ -108,10 +108,11 @@ class KNNMemory:
     def reset(self, lanes: torch.Tensor) -> None:
         """Clear the memory of the lanes where `lanes` [B] (bool) is True, and nothing else."""
         self.apply_writes()
-        self._keys[lanes] = 0
-        self._values[lanes] = 0
-        self._positions[lanes] = -1
-        self._next_entry[lanes] = 0
+        lane = lanes.view(-1, 1, 1, 1)  # masks, not boolean indexing, which would cost a GPU a host round trip
+        self._keys.masked_fill_(lane, 0)
+        self._values.masked_fill_(lane, 0)
+        self._positions.masked_fill_(lanes[:, None], -1)
+        self._next_entry.masked_fill_(lanes, 0)
         if self.ivf is not None:
             self.ivf.reset(lanes)
 
