@@ -9,6 +9,7 @@ output is one JSON object.
 
     pip install memorizing-transformers-pytorch==0.4.1 einops-exts   # the peer, for this benchmark only
     python benchmarks/train_throughput.py [--steps 10] [--memory-size 8192] [--search bucketed|exact|ivf] [--device cpu]
+                                          [--bf16] [--no-peer] [--profile]
 """
 
 import argparse
@@ -104,6 +105,16 @@ def peer(memory_size: int, rounds: int, device: str, stack: contextlib.ExitStack
     return step
 
 
+def top_operators(step, steps: int, device: str, rows: int = 15) -> str:
+    """torch.profiler's table of the operators that took the most time over `steps` calls of `step`."""
+    with torch.profiler.profile() as profiler:
+        for _ in range(steps):
+            step()
+        synchronize(device)
+    key = "self_cpu_time_total" if device == "cpu" else "self_device_time_total"
+    return profiler.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def matmul_gflops(device: str, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):  # warm-up
@@ -128,6 +139,8 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="autocast to bf16 (GPUs)")
     parser.add_argument("--no-peer", action="store_true", help="skip memorizing-transformers-pytorch")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, print the top operators of 3 steps of each of this package's models")
     args = parser.parse_args()
     torch.manual_seed(0)
     tokens = LANES * SEGMENT
@@ -137,6 +150,10 @@ def main():
         if not args.no_peer:
             steps["peer"] = peer(args.memory_size, args.steps, args.device, stack)
         seconds = take_turns(steps, args.steps, args.device)
+        if args.profile:
+            for name in ("memory", "plain"):
+                print(f"ours, {name}: top operators over 3 steps", flush=True)
+                print(top_operators(steps[name], 3, args.device), flush=True)
     with_memory, plain, peer_seconds = seconds["memory"], seconds["plain"], seconds.get("peer")
     print(f"ours, memory {args.memory_size} ({args.search}): {with_memory * 1e3:.0f} ms/step", flush=True)
     print(f"ours, no memory: {plain * 1e3:.0f} ms/step", flush=True)
