@@ -108,11 +108,14 @@ class KNNMemory:
     def reset(self, lanes: torch.Tensor) -> None:
         """Clear the memory of the lanes where `lanes` [B] (bool) is True, and nothing else."""
         self.apply_writes()
-        lane = lanes.view(-1, 1, 1, 1)  # masks, not boolean indexing, which would cost a GPU a host round trip
-        self._keys.masked_fill_(lane, 0)
-        self._values.masked_fill_(lane, 0)
-        self._positions.masked_fill_(lanes[:, None], -1)
-        self._next_entry.masked_fill_(lanes, 0)
+        # On a CPU only the cleared lanes are touched; on a GPU a mask over every lane, as finding the lanes would
+        # cost a host round trip.
+        cleared = lanes.nonzero().squeeze(1) if lanes.device.type == "cpu" else None
+        for tensor, empty in ((self._keys, 0), (self._values, 0), (self._positions, -1), (self._next_entry, 0)):
+            if cleared is not None:
+                tensor.index_fill_(0, cleared, empty)
+            else:
+                tensor.masked_fill_(lanes.view(-1, *[1] * (tensor.dim() - 1)), empty)
         if self.ivf is not None:
             self.ivf.reset(lanes)
 
