@@ -319,7 +319,7 @@ def test_load_refuses_a_truncated_weights_file(tmp_path):
     ("memory.gate", "1.5", "[0, 1]"),
     ("memory.layers", "7", "layer 7 is out of range"),
     ("memory.search", "hnsw", "'exact', 'bucketed', 'ivf'"),
-    ("memory.ivf_probe", "0", "memory.ivf_probe = 0"),
+    ("memory.ivf_probe", "-1", "memory.ivf_probe = -1"),
     ("memory.position_bias", "rope", "'t5-relative'"),
     ("memory.combine", "sum", "'gate', 'fixed', 'joint'"),
 ])

@@ -53,7 +53,7 @@ class MemoryConfig:
     search: str = "bucketed"
     search_buckets: int = 4  # bucketed: buckets per wanted neighbour (more = higher recall, slower)
     ivf_lists: int = 0  # ivf: centroids per lane and head (0 = the power of two nearest 4 sqrt(size))
-    ivf_probe: int = 8  # ivf: lists scanned per query (more = higher recall, slower)
+    ivf_probe: int = 0  # ivf: lists scanned per query (more = higher recall, slower; 0 = 8, or lists / 64 if more)
     position_bias: str = "none"  # none (the paper) | t5-relative | learned-absolute
     bias_buckets: int = 32  # buckets of the memory position bias
 
@@ -132,7 +132,6 @@ class Config:
                            ("model.ffn_mult", m.ffn_mult), ("model.bias_buckets", m.bias_buckets),
                            ("model.bias_max_distance", m.bias_max_distance), ("memory.size", mem.size),
                            ("memory.top_k", mem.top_k), ("memory.search_buckets", mem.search_buckets),
-                           ("memory.ivf_probe", mem.ivf_probe),
                            ("memory.bias_buckets", mem.bias_buckets),
                            ("data.lanes", d.lanes), ("data.segment", d.segment),
                            ("data.recall_documents", d.recall_documents), ("data.recall_length", d.recall_length),
@@ -143,6 +142,7 @@ class Config:
         if d.order_seed < -1:
             raise ConfigError(f"data.order_seed = {d.order_seed} is invalid: use -1 (follow train.seed) or a seed >= 0.")
         for key, value in [("model.xl_cache", m.xl_cache), ("memory.ivf_lists", mem.ivf_lists),
+                           ("memory.ivf_probe", mem.ivf_probe),
                            ("data.min_document", d.min_document),
                            ("data.eval_tokens", d.eval_tokens), ("data.recall_distance", d.recall_distance),
                            ("train.warmup", t.warmup), ("train.seed", t.seed), ("train.eval_every", t.eval_every)]:
