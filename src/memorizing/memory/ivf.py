@@ -189,14 +189,12 @@ class IVFIndex:
         """queries [B, H, L, D] -> (slots [B, H, L, k], scores [B, H, L, k]), best first, -inf: not found."""
         lanes, heads, length, dim = queries.shape
         queries = queries.detach().float()
-        coarse = queries @ self.centroids.transpose(-1, -2)  # [B, H, L, C]
-        near, chosen = coarse.topk(self.probe, dim=-1)  # [B, H, L, probe]
-        pair = torch.arange(lanes * heads).view(lanes, heads, 1, 1)
-        lists = (pair * self.lists + chosen).reshape(-1, self.probe).numpy()  # [B*H*L, probe] global list ids
         faiss.omp_set_num_threads(torch.get_num_threads())
+        coarse = (queries @ self.centroids.transpose(-1, -2)).reshape(-1, self.lists)  # [B*H*L, C]
+        near, chosen = faiss.kmax(coarse.numpy(), self.probe)  # [B*H*L, probe] each; half torch.topk's time here
+        pair = np.arange(lanes * heads).repeat(length)[:, None]  # [B*H*L, 1] each query's (lane, head) pair
         scores, ids = self.index.search_preassigned(np.ascontiguousarray(queries.reshape(-1, dim).numpy()), k,
-                                               np.ascontiguousarray(lists, dtype="int64"),
-                                               np.ascontiguousarray(near.reshape(-1, self.probe).numpy()))
+                                                    pair * self.lists + chosen, near)  # global list ids
         ids = torch.from_numpy(ids).view(lanes, heads, length, k)  # -1 where fewer than k entries were scanned
         found = ids >= 0
         scores = torch.from_numpy(scores).view(lanes, heads, length, k).masked_fill(~found, float("-inf"))
