@@ -3,8 +3,8 @@
 Each (lane, head) pair of a KNNMemory keeps `lists` coarse centroids, and every stored key sits in the inverted
 list of its nearest centroid; a query scans the lists of its `probe` nearest centroids only, so its cost falls
 from the whole memory to about probe / lists of it. All pairs share one faiss IndexIVFFlat with pairs x lists
-inverted lists: torch picks each query's lists among its own pair's centroids, and one faiss call
-(search_preassigned) scans them for every query of every pair, on all CPU threads.
+inverted lists: a matmul scores each query against its own pair's centroids, faiss.kmax picks the nearest,
+and one faiss call (search_preassigned) scans them for every query of every pair, on all CPU threads.
 
 Centroids follow the document: a lane's are fitted by spherical k-means on its entries at its first write after
 a reset, and again whenever it has received as many new entries as it held at the last fit (at 1x, 2x, 4x ...
