@@ -198,10 +198,13 @@ def test_learned_gate_starts_at_one_half():
 
 
 def test_fixed_gate_zero_is_the_local_only_model_and_one_is_memory_only():
+    # memory.enabled = false removes the memory branch and nothing else: the model reading nothing (gate fixed
+    # at 0) has exactly its parameters (the memory layer keeps its qk-norm and scale) and its outputs.
     tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     local_only = make_model(memory__enabled=False)
-    gate0 = MemorizingTransformer(tiny_config(memory__combine="fixed", memory__gate=0.0, memory__qk_norm=False))
-    gate0.load_state_dict(local_only.state_dict())  # no extra parameters: same weights
+    gate0 = MemorizingTransformer(tiny_config(memory__combine="fixed", memory__gate=0.0))
+    assert "blocks.1.attn.log_scale" in dict(local_only.named_parameters())
+    gate0.load_state_dict(local_only.state_dict())  # strict: the same parameters, no more, no fewer
     with torch.no_grad():
         a, _ = stream(local_only, tokens)
         b, _ = stream(gate0, tokens)
@@ -293,7 +296,9 @@ def test_qk_norm_off_runs_and_differs():
 def test_parameter_counts_with_and_without_memory():
     with_memory = MemorizingTransformer(tiny_config()).num_parameters()
     without = MemorizingTransformer(tiny_config(memory__enabled=False)).num_parameters()
-    assert with_memory - without == 2 + 2  # gate bias and log scale, one per head
+    assert with_memory - without == 2  # the gate bias, one per head: memory.enabled = false removes nothing else
+    plain = MemorizingTransformer(tiny_config(memory__enabled=False, memory__qk_norm=False, model__qk_norm=False))
+    assert without - plain.num_parameters() == 2 * 2  # a qk-norm scale per head in each of the 2 layers
 
 
 def test_save_then_load_reproduces_logits_exactly(tmp_path):

@@ -34,6 +34,9 @@ class ModelConfig:
     vocab_size: int = 256  # bytes
     ffn_mult: int = 4  # FFN width = ffn_mult * dim
     xl_cache: int = 256  # tokens of the previous segment kept per layer (Transformer-XL); 0 = off
+    # L2-normalised queries and keys with a learned per-head scale in every layer that is not a memory layer (the
+    # authors' code does this in all layers); memory layers follow memory.qk_norm.
+    qk_norm: bool = True
     bias_buckets: int = 32  # T5 relative position buckets for local attention
     bias_max_distance: int = 128  # distance at which the last T5 bucket starts
 
@@ -56,6 +59,7 @@ class MemoryConfig:
     ivf_probe: int = 0  # ivf: lists scanned per query (more = higher recall, slower; 0 = 8, or lists / 64 if more)
     position_bias: str = "none"  # none (the paper) | t5-relative | learned-absolute
     bias_buckets: int = 32  # buckets of the memory position bias
+    reset: bool = True  # clear a lane's memory when a new document starts in it (the paper); false keeps it
 
 
 @dataclass
@@ -108,6 +112,10 @@ class Config:
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.train.device
 
+    def qk_norm(self, layer: int) -> bool:
+        """Whether block `layer` (0-based) normalises its queries and keys."""
+        return self.memory.qk_norm if layer in self.memory_placement() else self.model.qk_norm
+
     def memory_searched(self) -> bool:
         """Whether memory layers search their memory: not without memory, nor with the gate fixed at 0."""
         mem = self.memory
@@ -115,8 +123,11 @@ class Config:
 
     def memory_layers(self) -> list[int]:
         """The 0-based indices of the blocks that carry kNN memory (empty when memory is disabled)."""
-        if not self.memory.enabled:
-            return []
+        return self.memory_placement() if self.memory.enabled else []
+
+    def memory_placement(self) -> list[int]:
+        """The 0-based indices of the blocks that memory.layers names, whether or not memory is enabled: with
+        memory disabled they are the same blocks without the memory branch (and keep memory.qk_norm)."""
         depth, layers = self.model.depth, self.memory.layers
         if layers == "auto":
             return [max(0, round(0.75 * depth) - 1)]

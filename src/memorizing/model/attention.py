@@ -31,7 +31,7 @@ def local_attention(q, keys, values, bias, lane_mask, need_lse: bool):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: Config, has_memory: bool):
+    def __init__(self, config: Config, layer: int, has_memory: bool):
         super().__init__()
         m = config.model
         self.heads, self.head_dim = m.heads, m.head_dim
@@ -39,7 +39,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(m.heads * m.head_dim, m.dim, bias=False)
         self.relative_bias = RelativePositionBias(m.heads, m.bias_buckets, m.bias_max_distance)
         self.memory = MemoryAttention(config) if has_memory else None
-        self.qk_norm = has_memory and config.memory.qk_norm
+        self.qk_norm = config.qk_norm(layer)
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
 

@@ -48,24 +48,29 @@ class LayerState:
         if self.memory is not None:
             self.memory.write(keys, values, positions)
 
-    def reset(self, lanes: torch.Tensor) -> None:
+    def reset(self, lanes: torch.Tensor, memory: bool = True) -> None:
+        """Clear the XL cache of the lanes where `lanes` [B] is True, and their kNN memory if `memory`."""
         self.cache = tuple(t.masked_fill(lanes.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
-        if self.memory is not None:
+        if self.memory is not None and memory:
             self.memory.reset(lanes)
 
 
 class State:
     """What the model carries between segments, per lane: document position, XL caches, kNN memories."""
 
-    def __init__(self, layers: list[LayerState], lanes: int, device):
+    def __init__(self, layers: list[LayerState], lanes: int, device, reset_memory: bool = True):
         self.layers = layers
-        self.position = torch.zeros(lanes, dtype=torch.long, device=device)  # [B] tokens read of the document
+        # [B] tokens read of the document; with reset_memory False, of the lane's stream, as memory spans documents
+        self.position = torch.zeros(lanes, dtype=torch.long, device=device)
+        self.reset_memory = reset_memory
 
     def reset(self, lanes: torch.Tensor) -> None:
-        """Clear the lanes where `lanes` [B] (bool) is True: their caches and memories, and nothing else."""
-        self.position = self.position.masked_fill(lanes, 0)
+        """A new document starts in the lanes where `lanes` [B] (bool) is True: clear their XL caches and (unless
+        memory.reset is off) their memories and positions, and nothing else."""
+        if self.reset_memory:
+            self.position = self.position.masked_fill(lanes, 0)
         for layer in self.layers:
-            layer.reset(lanes)
+            layer.reset(lanes, memory=self.reset_memory)
 
     def memories(self) -> list[KNNMemory]:
         return [layer.memory for layer in self.layers if layer.memory is not None]
@@ -100,11 +105,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: Config, has_memory: bool):
+    def __init__(self, config: Config, layer: int, has_memory: bool):
         super().__init__()
         dim = config.model.dim
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(config, has_memory)
+        self.attn = Attention(config, layer, has_memory)
         self.mlp = MLP(dim, config.model.ffn_mult * dim)
 
     def forward(self, x, layer_state, query_pos, commit):
@@ -119,7 +124,7 @@ class MemorizingTransformer(nn.Module):
         m = config.model
         self.memory_layers = config.memory_layers()
         self.embed = nn.Embedding(m.vocab_size, m.dim)
-        self.blocks = nn.ModuleList(Block(config, i in self.memory_layers) for i in range(m.depth))
+        self.blocks = nn.ModuleList(Block(config, i, i in self.memory_layers) for i in range(m.depth))
         self.ln_f = nn.LayerNorm(m.dim)
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied input/output embeddings
@@ -143,7 +148,7 @@ class MemorizingTransformer(nn.Module):
         layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache, mem.size if i in self.memory_layers else 0,
                              buckets, ivf, param.device, param.dtype)
                   for i in range(m.depth)]
-        return State(layers, lanes, param.device)
+        return State(layers, lanes, param.device, reset_memory=mem.reset)
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
                 commit: bool = True) -> tuple[torch.Tensor, State]:
