@@ -33,7 +33,11 @@ def tiny_config(**sets) -> Config:
 
 
 def scramble(model) -> None:
-    """Larger random weights, so that any leak of information shows up far above rounding noise."""
+    """Larger random weights, so that any leak of information shows up far above rounding noise (position-bias
+    tables in their own units: bias = scale * table)."""
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5 if p.dim() > 1 else 0.2)
+        for module in model.modules():
+            if hasattr(module, "table") and hasattr(module, "scale"):
+                module.table /= module.scale

@@ -99,12 +99,16 @@ def test_recall_documents_ask_again_only_beyond_the_distance():
     for document in documents:
         text = document.data.decode()
         assert document.spans
-        for start, end in document.spans:
+        for span in document.spans:
+            start, end = span.start, span.end
             name, value = text[start - 4:start], text[start:end]
             first = text.index(name)
             assert text[first + 4:first + 8] == value  # bound at the start
             previous = text.rfind(name, 0, start - 4)
             assert start - 4 - previous >= 300  # no earlier mention within the distance
+            # the sources are every earlier mention of the value, the binding first
+            assert span.sources[0] == first + 4 and span.sources[-1] == previous + 4
+            assert all(text[s:s + 4] == value and text[s - 4:s] == name for s in span.sources)
         assert len(document.spans) < text.count(";") - 6  # nearer repeats exist too, but are not marked
 
 

@@ -143,7 +143,7 @@ def test_memory_branch_output_and_gradients_equal_attention_over_the_gathered_ro
     reference = torch.einsum("bhlk,bhlkd->bhld", logits.softmax(-1), values), logits.logsumexp(-1)
     assert torch.allclose(out, reference[0], atol=1e-5) and torch.allclose(lse, reference[1], atol=1e-5)
     for got, expected in zip(grads, gradients(*reference)):
-        assert got.abs().sum() > 0 and torch.allclose(got, expected, atol=1e-5)
+        assert got.abs().sum() > 0 and torch.allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_a_backward_after_the_memory_changed_fails_loudly():

@@ -13,7 +13,8 @@ from memorizing.data.corpora import load_corpus, split_documents
 from memorizing.errors import UserError
 from memorizing.evaluate import evaluate
 from memorizing.generate import generate
-from memorizing.model.transformer import load_model
+from memorizing.model.transformer import MemorizingTransformer, load_model
+from memorizing.model.warm_start import load_weights_from
 from memorizing.train import train
 
 
@@ -150,3 +151,34 @@ def test_a_full_disk_is_reported_not_hidden(corpus, tmp_path, capsys, monkeypatc
     assert main(argv) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "run" / "train.json").exists()  # the run does not look complete
+
+
+def test_warm_start_adds_memory_to_a_trained_run_and_freezes_the_trunk(corpus, tmp_path):
+    plain = tiny(corpus, train__steps=6, memory__enabled=False)
+    train(plain, tmp_path / "plain", progress=False, log=lambda *_: None)
+    # Memory added to the trained run: every weight copied; read with the gate at 0 it is the trained model.
+    closed = tiny(corpus, train__steps=6, train__init_from=str(tmp_path / "plain"), memory__combine="fixed",
+                  memory__gate=0.0)
+    model = MemorizingTransformer(closed)
+    assert load_weights_from(model, tmp_path / "plain") == []
+    source = load_model(tmp_path / "plain").eval()
+    tokens = torch.randint(0, 256, (4, 96))
+    with torch.no_grad():
+        a = source(tokens, source.init_state(4))[0]
+        b = model.eval()(tokens, model.init_state(4))[0]
+    assert torch.equal(a, b)
+    # A learned gate is new (it starts at memory.gate_init); with the trunk frozen only the memory layer's
+    # attention trains.
+    gated = tiny(corpus, train__steps=6, train__init_from=str(tmp_path / "plain"), train__freeze="trunk",
+                 memory__gate_init=0.1)
+    train(gated, tmp_path / "gated", progress=False, log=lambda *_: None)
+    before, after = load_file(str(tmp_path / "plain" / "model.safetensors")), \
+        load_file(str(tmp_path / "gated" / "model.safetensors"))
+    changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
+    assert "blocks.1.attn.memory.gate_bias" in changed and "blocks.1.attn.qkv.weight" in changed
+    assert all(k.startswith("blocks.1.attn.") for k in changed), changed
+    assert 0.05 < load_model(tmp_path / "gated").gates()[2][0] < 0.2
+    # What shapes a weight must match, and the message says what differs.
+    with pytest.raises(UserError, match="model.dim: run 64, here 32"):
+        train(tiny(corpus, train__init_from=str(tmp_path / "plain"), model__dim=32), tmp_path / "bad",
+              progress=False, log=lambda *_: None)

@@ -39,6 +39,9 @@ class ModelConfig:
     qk_norm: bool = True
     bias_buckets: int = 32  # T5 relative position buckets for local attention
     bias_max_distance: int = 128  # distance at which the last T5 bucket starts
+    # Position-bias tables (local and memory) are stored in units of 1 / bias_scale, so that under Adam they learn
+    # bias_scale times faster than the weights (position.py); 1 = plain units.
+    bias_scale: float = 64.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class MemoryConfig:
     top_k: int = 32
     combine: str = "gate"  # gate | fixed | joint
     gate: float | None = None  # the fixed gate value for combine = "fixed" (0 = local only, 1 = memory only)
+    gate_init: float = 0.5  # where the learned gate starts (the paper: sigmoid(0) = 0.5); in (0, 1)
     qk_norm: bool = True  # L2-normalised queries and keys with a learned per-head scale
     # exact | bucketed (TPU-style approximate top-k, as in the paper) | ivf (inverted-file index, CPUs, faiss)
     search: str = "bucketed"
@@ -95,6 +99,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; for GPUs)
+    # Start from the weights of a finished run (its folder); the memory branch may be new (model/warm_start.py).
+    init_from: str = ""
+    freeze: str = "none"  # none (everything trains) | trunk (only the memory layers' attention and memory branch)
 
 
 @dataclass
@@ -159,6 +166,9 @@ class Config:
                            ("train.warmup", t.warmup), ("train.seed", t.seed), ("train.eval_every", t.eval_every)]:
             if value < 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be zero or a positive integer.")
+        if not m.bias_scale > 0:
+            raise ConfigError(f"model.bias_scale = {m.bias_scale!r} is invalid: it must be a number > 0 (1 = plain "
+                              f"units).")
         for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay),
                            ("train.grad_clip", t.grad_clip)]:
             if not value >= 0:
@@ -167,6 +177,10 @@ class Config:
             raise ConfigError(f"model.xl_cache = {m.xl_cache} is invalid: the cache keeps tokens of the previous "
                               f"segment, so it can be at most data.segment = {d.segment}.")
         _choice("train.precision", t.precision, ("fp32", "bf16"))
+        _choice("train.freeze", t.freeze, ("none", "trunk"))
+        if not 0.0 < mem.gate_init < 1.0:
+            raise ConfigError(f"memory.gate_init = {mem.gate_init!r} is invalid: the learned gate starts at a value "
+                              f"strictly between 0 and 1 (a fixed gate is memory.combine = 'fixed').")
         if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
             raise ConfigError(f"train.device = {t.device!r} is invalid: allowed values are 'auto', 'cpu', 'cuda' "
                               f"or 'cuda:N'.")

@@ -7,12 +7,13 @@ model's search back-end against exact search, on the queries and memories met du
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from memorizing.data.corpora import Document
 from memorizing.data.lanes import LaneStream
-from memorizing.memory.search import recall_at_k
+from memorizing.memory.search import recall_counts
 
 # Position-in-document buckets (bytes): the curve on which memory should pay off.
 POSITION_BUCKETS = ((0, 512), (512, 2048), (2048, 8192), (8192, None))
@@ -34,34 +35,91 @@ def take_documents(documents: list[Document], max_tokens: int, lanes: int = 1) -
     for document in documents:
         if total >= max_tokens:
             break
-        room = min(cap, max_tokens - total)
-        if len(document.data) - 1 > room:
-            document = Document(document.name, document.data[:room + 1],
-                                tuple((a, b) for a, b in document.spans if b <= room + 1))
+        document = document.head(min(cap, max_tokens - total) + 1)
         chosen.append(document)
         total += len(document.data) - 1
     return chosen
 
 
-class _QueryProbe:
-    """Captures the memory layer's queries before the search, to measure the back-end's recall."""
+# Memory fill (entries held / memory.size) at which search recall is reported.
+FILL_BUCKETS = ((0.0, "<25%"), (0.25, "25-50%"), (0.5, "50-75%"), (0.75, "75-99%"), (1.0, "full"))
 
-    def __init__(self, model):
-        self.model, self.samples, self.handles = model, [], []
-        for i in model.memory_layers:
-            memory_attention = model.blocks[i].attn.memory
-            self.handles.append(memory_attention.register_forward_pre_hook(self._hook))
+
+class _SearchRecall:
+    """The search back-end's recall@k against exact search, on the memory layers' own queries (up to 32 per
+    segment), by how full each lane's memory is: approximate search finds less as memory fills."""
+
+    def __init__(self, model, samples_per_bucket: int = 32):
+        self.edges = torch.tensor([edge for edge, _ in FILL_BUCKETS[1:]])
+        self.hits, self.total = torch.zeros(len(FILL_BUCKETS)), torch.zeros(len(FILL_BUCKETS))
+        self.samples, self.cap = torch.zeros(len(FILL_BUCKETS)), samples_per_bucket
+        self.handles = [model.blocks[i].attn.memory.register_forward_pre_hook(self._hook)
+                        for i in model.memory_layers]
 
     def _hook(self, module, args):
         queries, memory = args[0], args[1]
-        if len(self.samples) < 16 and bool(memory.valid.any()):
-            # up to 32 queries per segment are plenty for a recall estimate
-            self.samples.append(recall_at_k(queries[:, :, :32], memory, module.top_k, module.backend))
+        bucket = torch.bucketize(memory.fill().float().cpu() / memory.size, self.edges, right=True)  # [B]
+        if bool((self.samples[bucket] >= self.cap).all()):
+            return
+        hits, total = recall_counts(queries[:, :, :32], memory, module.top_k, module.backend)
+        self.hits.index_add_(0, bucket, hits.float().cpu())
+        self.total.index_add_(0, bucket, total.float().cpu())
+        self.samples.index_add_(0, bucket.unique(), torch.ones(len(bucket.unique())))
 
-    def close(self) -> float | None:
+    def close(self) -> dict | None:
         for handle in self.handles:
             handle.remove()
-        return sum(self.samples) / len(self.samples) if self.samples else None
+        if not self.total.any():
+            return None
+        by_fill = {name: (h / t).item() for (_, name), h, t in zip(FILL_BUCKETS, self.hits, self.total) if t}
+        return {"search_recall_at_k": (self.hits.sum() / self.total.sum()).item(), "search_recall_by_fill": by_fill}
+
+
+class _RecallSpans:
+    """On corpora that mark recalled spans (`recall`): how often each recalled value is predicted exactly, and
+    whether the first memory layer retrieves an earlier occurrence of each recalled byte (any head), with the
+    attention weight the best head puts on it."""
+
+    def __init__(self, model, documents: list[Document]):
+        self.layer = model.blocks[model.memory_layers[0]].attn.memory if model.memory_layers else None
+        if self.layer is not None:
+            self.layer.record = True
+        self.correct = {i: np.zeros(len(d.data), dtype=bool) for i, d in enumerate(documents) if d.spans}
+        # target byte -> where the same byte stood before, per document with spans
+        self.sources = {i: {s.start + o: [src + o for src in s.sources] for s in d.spans for o in range(s.end - s.start)}
+                        for i, d in enumerate(documents) if d.spans}
+        self.found, self.weight, self.queries = 0, 0.0, 0
+        self.spans = [d.spans for d in documents]
+
+    def observe(self, batch, logits: torch.Tensor, lane_doc: list[int]) -> None:
+        hits = (logits.argmax(-1).cpu() == batch.targets) & batch.mask  # [B, L]
+        retrieved = self.layer.retrieved if self.layer is not None else None
+        for lane, doc in enumerate(lane_doc):
+            if doc not in self.correct or not batch.mask[lane].any():
+                continue
+            n = int(batch.mask[lane].sum())
+            first = int(batch.positions[lane, 0]) + 1  # the lane's first target byte
+            self.correct[doc][first:first + n] = hits[lane, :n].numpy()
+            if retrieved is None:
+                continue
+            for j in batch.recall[lane].nonzero().flatten().tolist():
+                sources = self.sources[doc].get(first + j)
+                if sources is None:
+                    continue
+                key_pos, weights = retrieved[0][lane, :, j].cpu(), retrieved[1][lane, :, j].cpu()  # [H, k]
+                is_source = torch.isin(key_pos, torch.tensor(sources))
+                self.found += int(is_source.any())
+                self.weight += float((weights * is_source).sum(-1).max())
+                self.queries += 1
+
+    def close(self) -> dict:
+        if self.layer is not None:
+            self.layer.record, self.layer.retrieved = False, None
+        spans = [bool(self.correct[i][s.start:s.end].all()) for i in self.correct for s in self.spans[i]]
+        out = {"recall_exact_match": sum(spans) / len(spans)} if spans else {}
+        if self.queries:
+            out |= {"recall_source_found": self.found / self.queries, "recall_source_weight": self.weight / self.queries}
+        return out
 
 
 @torch.no_grad()
@@ -74,7 +132,8 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tok
     nll_total, count = 0.0, 0
     buckets = {bucket_name(a, b): [0.0, 0] for a, b in POSITION_BUCKETS}
     recall_nll, recall_count = 0.0, 0
-    probe = _QueryProbe(model) if measure_recall and model.memory_layers else None
+    search_recall = _SearchRecall(model) if measure_recall and model.memory_layers else None
+    spans = _RecallSpans(model, documents) if any(d.spans for d in documents) else None
     was_training = model.training
     model.eval()
     try:
@@ -93,10 +152,13 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tok
             if batch.recall.any():
                 recall_nll += nll[batch.recall & mask].sum().item()
                 recall_count += int((batch.recall & mask).sum())
+            if spans is not None:
+                spans.observe(batch, logits, stream.lane_doc)
             if progress is not None:
                 progress(int(mask.sum()))
     finally:
-        search_recall = probe.close() if probe else None
+        searched = search_recall.close() if search_recall else None
+        recalled = spans.close() if spans else {}
         model.train(was_training)
     if count == 0:
         raise ValueError("evaluation saw no tokens")
@@ -112,6 +174,4 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tok
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count
-    if search_recall is not None:
-        result["search_recall_at_k"] = search_recall
-    return result
+    return result | recalled | (searched or {})

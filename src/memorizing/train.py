@@ -31,6 +31,7 @@ from memorizing.errors import TrainingDiverged, UserError
 from memorizing.evaluate import evaluate
 from memorizing.files import atomic_write
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
+from memorizing.model.warm_start import load_weights_from, trainable
 from memorizing.resources import check_fits
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint", "metrics.jsonl", "train.json"
@@ -69,8 +70,10 @@ def learning_rate(step: int, config: Config) -> float:
 
 
 def make_optimizer(model, config: Config) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices decay; gains, biases and gates do not
-    rest = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW over the parameters that train (train.freeze): matrices decay; gains, biases and gates do not."""
+    params = trainable(model, config.train.freeze)
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.train.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=config.train.lr, betas=(0.9, 0.95))
 
@@ -185,8 +188,14 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
     lanes = ranks.lanes(config.data.lanes)  # this process's lanes of the global batch
     check_fits(config, device)
     reset_peak_memory()
+    if resume and not any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old")):
+        log(f"{out}: stopped before its first checkpoint; starting it again from step 0")
+        resume = False
     torch.manual_seed(t.seed)
     model = MemorizingTransformer(config).to(device)
+    if t.init_from and not resume:  # a resumed run has its own weights in its checkpoint
+        fresh = load_weights_from(model, t.init_from)
+        log(f"weights from {t.init_from}; starting from their initialisation: {', '.join(fresh) or 'nothing'}")
     optimizer = make_optimizer(model, config)
     order_seed = t.seed if config.data.order_seed < 0 else config.data.order_seed
     stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=order_seed, loop=True)
@@ -195,9 +204,6 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
     forward = torch.compile(forward) if t.compile else forward
 
     start, stats = 0, {"max_grad_norm": 0.0, "loss_spikes": 0, "train_seconds": 0.0, "smoothed_loss": None}
-    if resume and not any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old")):
-        log(f"{out}: stopped before its first checkpoint; starting it again from step 0")
-        resume = False
     if resume:
         trainer = load_checkpoint(out, model, optimizer, state, stream, ranks)
         start, stats = trainer["step"], trainer["stats"]

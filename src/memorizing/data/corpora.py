@@ -30,11 +30,25 @@ class CorpusError(UserError):
 
 
 @dataclass(frozen=True)
+class Span:
+    """Bytes start .. end - 1 of a document whose prediction needs long-range memory; the same bytes occurred
+    earlier at each of `sources` (their first byte), which is what memory should retrieve."""
+    start: int
+    end: int
+    sources: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Document:
     name: str
     data: bytes
-    # (start, end) byte ranges whose prediction needs long-range memory (the `recall` corpus marks them).
-    spans: tuple[tuple[int, int], ...] = field(default=())
+    spans: tuple[Span, ...] = field(default=())  # marked by the `recall` corpus
+
+    def head(self, length: int) -> "Document":
+        """The first `length` bytes, with the spans that lie inside them."""
+        if length >= len(self.data):
+            return self
+        return Document(self.name, self.data[:length], tuple(s for s in self.spans if s.end <= length))
 
 
 def load_corpus(config: DataConfig) -> list[Document]:
@@ -117,20 +131,20 @@ def recall_documents(config: DataConfig) -> list[Document]:
         while len(names) < config.recall_pairs:
             names.add("".join(rng.choices(letters, k=4)))
         pairs = {name: "".join(rng.choices(digits, k=4)) for name in sorted(names)}
-        text, last_seen, spans = "", {}, []
+        text, seen, spans = "", {}, []  # seen: name -> where its value was written so far
         for name, value in pairs.items():
-            last_seen[name] = len(text)
+            seen[name] = [len(text) + len(name)]
             text += f"{name}{value};"
         text += "".join(rng.choices(filler, k=config.recall_distance))
         while len(text) < config.recall_length:
             name = rng.choice(sorted(pairs))
             start = len(text) + len(name)
-            if len(text) - last_seen[name] >= config.recall_distance:
-                spans.append((start, start + 4))
-            last_seen[name] = len(text)
+            if start - seen[name][-1] >= config.recall_distance:
+                spans.append(Span(start, start + 4, tuple(seen[name])))
+            seen[name].append(start)
             text += f"{name}{pairs[name]};" + "".join(rng.choices(filler, k=rng.randint(4, 16)))
         data = text[:config.recall_length].encode()
-        documents.append(Document(f"recall-{n}", data, tuple((a, b) for a, b in spans if b <= len(data))))
+        documents.append(Document(f"recall-{n}", data, tuple(s for s in spans if s.end <= len(data))))
     return documents
 
 

@@ -46,8 +46,8 @@ class LaneStream:
         if not document.spans:
             return None
         mask = np.zeros(len(document.data), dtype=bool)
-        for start, end in document.spans:
-            mask[start:end] = True
+        for span in document.spans:
+            mask[span.start:span.end] = True
         return mask
 
     def _order(self, epoch: int) -> list[int]:

@@ -83,11 +83,18 @@ def search(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, k: in
 
 
 @torch.no_grad()
-def recall_at_k(queries: torch.Tensor, memory, k: int, backend: str) -> float:
-    """Fraction of the exact top-k neighbours (that exist) in `memory` (a KNNMemory) which `backend` also returns."""
+def recall_counts(queries: torch.Tensor, memory, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per lane [B]: how many of the exact top-k neighbours (that exist) in `memory` (a KNNMemory) `backend` also
+    returns, and how many exist, for queries [B, H, L, D]."""
     true_index, true_scores = memory.search(queries, k, "exact")
     index, scores = memory.search(queries, k, backend)
     true_found, found = true_scores > float("-inf"), scores > float("-inf")
     # hit[..., i] = the i-th true neighbour appears among the back-end's found results.
     hit = ((true_index[..., :, None] == index[..., None, :]) & found[..., None, :]).any(-1) & true_found
-    return (hit.sum() / true_found.sum().clamp(min=1)).item()
+    return hit.flatten(1).sum(1), true_found.flatten(1).sum(1)
+
+
+def recall_at_k(queries: torch.Tensor, memory, k: int, backend: str) -> float:
+    """Fraction of the exact top-k neighbours (that exist) in `memory` which `backend` also returns."""
+    hits, total = recall_counts(queries, memory, k, backend)
+    return (hits.sum() / total.sum().clamp(min=1)).item()

@@ -37,7 +37,7 @@ class Attention(nn.Module):
         self.heads, self.head_dim = m.heads, m.head_dim
         self.qkv = nn.Linear(m.dim, 3 * m.heads * m.head_dim, bias=False)
         self.proj = nn.Linear(m.heads * m.head_dim, m.dim, bias=False)
-        self.relative_bias = RelativePositionBias(m.heads, m.bias_buckets, m.bias_max_distance)
+        self.relative_bias = RelativePositionBias(m.heads, m.bias_buckets, m.bias_max_distance, m.bias_scale)
         self.memory = MemoryAttention(config) if has_memory else None
         self.qk_norm = config.qk_norm(layer)
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors

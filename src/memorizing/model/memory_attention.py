@@ -10,6 +10,8 @@ the paper; `position_bias` adds one for ablation. `combine` selects the mixing:
   softmax mass: w = sigmoid(lse_mem - lse_local).
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -26,11 +28,15 @@ class MemoryAttention(nn.Module):
         self.heads, self.combine, self.fixed_gate = heads, mem.combine, mem.gate
         self.searched = config.memory_searched()  # False with the gate fixed at 0: memory would weigh nothing
         self.top_k, self.backend = mem.top_k, mem.search
-        if self.combine == "gate":
-            self.gate_bias = nn.Parameter(torch.zeros(heads))  # b_g per head; sigmoid(0) = 0.5
+        if self.combine == "gate":  # b_g per head, g = sigmoid(b_g) starting at memory.gate_init
+            self.gate_bias = nn.Parameter(torch.full((heads,), math.log(mem.gate_init / (1 - mem.gate_init))))
+        # With `record` set (by evaluation), retrieve() keeps the last segment's (key positions, weights) of the
+        # retrieved memories, each [B, H, L, k], in `retrieved`.
+        self.record, self.retrieved = False, None
         self.position_bias = None
         if mem.position_bias != "none":
-            self.position_bias = MemoryPositionBias(mem.position_bias, heads, mem.bias_buckets, mem.size)
+            self.position_bias = MemoryPositionBias(mem.position_bias, heads, mem.bias_buckets, mem.size,
+                                                    config.model.bias_scale)
 
     def gate(self) -> torch.Tensor:
         """[H] the weight of memory in each head's output (NaN for `joint`, where it depends on the data)."""
@@ -54,9 +60,10 @@ class MemoryAttention(nn.Module):
         # The search's scores are the logits q . key; gathered_dot gives them their gradient in the queries.
         logits = gathered_dot(queries.reshape(-1, head_dim), memory.keys.view(-1, head_dim), rows,
                               scores.view(-1, k)).view(lanes, heads, length, k)  # [B, H, L, k]
-        if self.position_bias is not None:
+        if self.position_bias is not None or self.record:
             lane = torch.arange(lanes, device=index.device).view(lanes, 1, 1, 1)
             key_pos = memory.positions.view(-1)[index + lane * slots]  # [B, H, L, k]
+        if self.position_bias is not None:
             logits = logits + self.position_bias(query_pos, key_pos)
         logits = logits.masked_fill(scores == float("-inf"), float("-inf"))  # nothing found there
         # A softmax that gives 0 output (not NaN) where nothing was found.
@@ -66,6 +73,8 @@ class MemoryAttention(nn.Module):
         out = gathered_sum((weights / total.clamp(min=1e-30)).view(-1, k), memory.values.view(-1, head_dim),
                            rows).view(lanes, heads, length, head_dim)  # [B, H, L, D]
         lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
+        if self.record:
+            self.retrieved = (key_pos.masked_fill(scores == float("-inf"), -1), (weights / total.clamp(min=1e-30)).detach())
         return out, lse
 
     def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:
