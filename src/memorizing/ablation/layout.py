@@ -1,0 +1,743 @@
+"""Plan layout: from the text people and planners write to a list of sections.
+
+What this module knows is the *shape* of a plan, not its meaning. Accepted, and mixed freely:
+- Markdown headings of any level; a heading with sub-headings, or titled like "Ablation plan" or "Reasoning
+  trace", is a container, not a section;
+- bullet (`-`, `*`, `+`, `•`) and numbered (`1.`, `1)`, `A1.`, `(a)`) items, nested by indentation, as sections
+  or as values;
+- fields as `**Ablated Part**: ...`, `Component: ...`, `**Values:**` followed by a list, or inline on one line
+  (`Component: x; Action: REPLACE; Values: a, b`, `Title — REPLACE — values`, `Title → values`);
+- Markdown and HTML tables with one ablation per row;
+- bold-lead paragraphs (`**A. Title.** prose`), plain prose paragraphs under a heading, YAML-like lists
+  (`- name: ...`);
+- HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code.
+
+Each section keeps its title, the line where it starts, and its text sorted by role: what is ablated (`part`),
+the action, the values as written, the change described, free prose, and notes (hypothesis, rationale: never
+used to decide anything).
+"""
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+
+# ---- field names ---------------------------------------------------------------------------------------------
+# Every field name a plan may use, by the role it plays. Names are compared lowercased, without '*', '_' and ':'.
+FIELD_ROLES = {
+    "title": ("name", "title", "id", "ablation", "experiment", "ablation name", "ablation id", "study"),
+    "part": ("ablated part", "ablated component", "component", "part", "what", "ablated what", "ablated module", "module", "target",
+             "ablation target", "ablated", "what is ablated", "subject", "ablated element", "element",
+             "mechanism", "ablated mechanism", "feature", "ablated feature"),
+    "action": ("action", "action/operation", "operation", "action type", "type", "op", "kind", "how"),
+    "values": ("replacement", "replacements", "values", "value", "variants", "variant", "setting", "settings",
+               "options", "replace with", "new value", "new values", "alternatives", "candidates", "sweep",
+               "grid", "levels", "conditions", "override", "overrides", "config", "config override",
+               "config overrides", "arms", "with", "to"),
+    "change": ("change", "changes", "what changes", "modification", "intervention", "procedure", "description",
+               "details", "method", "implementation", "what to change", "proposal", "treatment",
+               "ablation details", "plan", "design", "setup", "configuration change", "experiment setup"),
+    "metrics": ("metric", "metrics", "evaluation", "measure", "measures", "measured by", "eval", "report",
+                "metric(s)", "evaluate", "evaluation metric", "evaluation metrics"),
+    "notes": ("hypothesis", "rationale", "motivation", "expected outcome", "expected outcomes", "expected result",
+              "expected results", "expectation", "expectations", "notes", "note", "why", "purpose", "summary",
+              "goal", "goals", "question", "risk", "risks", "cost", "seeds", "priority", "baseline", "compute",
+              "budget", "reasoning", "justification", "prediction", "predicted effect", "expected effect",
+              "expected impact", "comment", "comments", "remark", "remarks", "reference", "references", "status",
+              "owner", "duration", "runs", "control", "controls", "expected", "outcome", "result", "results",
+              "why it matters", "predicted outcome", "success criterion", "success criteria", "dependencies"),
+}
+ROLE_OF = {name: role for role, names in FIELD_ROLES.items() for name in names}
+
+# Headings and sections that hold no ablation: asides (read only when a plan has nothing else), and lists of
+# ablations (their items or tables are the sections).
+ASIDE_ANY = (r"summary|overview|notes?|reasoning(?: trace)?|thoughts?|thinking|introduction|background|motivation|"
+             r"conclusions?|references|appendix|timeline|schedule|budget|compute(?: budget)?|resources|next steps|"
+             r"discussion|risks?|limitations|caveats|assumptions|expected (?:results|outcomes|effects)|"
+             r"implementation (?:notes|details)|priorit(?:y|ies|isation|ization)|rationale|open questions")
+ASIDE_EXACT = (r"baseline(?: (?:model|run|setup|config(?:uration)?|settings?))?|control(?: run)?|reference(?: run| "
+               r"model)?|full model|setup|experimental setup|evaluation(?: protocol| plan| setup)?|metrics|results|"
+               r"goals?|objectives?|analysis|hypothes[ie]s|context")
+ASIDE_TITLE = re.compile(rf"^(?:the |our |a |general )?(?:(?:{ASIDE_ANY})\b.*|(?:{ASIDE_EXACT})(?:\s*\(.*\))?"
+                         rf"(?:\s*[:—–-]\s*.*)?)$")
+CONTAINER_TITLE = re.compile(
+    r"^(?:the |our |proposed |planned |suggested |candidate |prioriti[sz]ed |\w+ )?(?:(?:ablation |experiment(?:al)? )?"
+    r"plans?|ablations|ablation (?:study|studies|list|plans?|overview|queue)|experiments|ablation experiments|"
+    r"list of ablations)\b(?!\s*:)[\w\s()-]*(?::.*)?$")
+CONTAINER_WORD = re.compile(r"\b(?:ablations|ablation (?:plan|study|studies|list|queue)|plans?|experiments|runs|"
+                            r"ideas|todo|to-do|list|queue|proposals|candidates|studies)\b", re.I)
+
+ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
+
+
+@dataclass
+class Section:
+    """One ablation as written: its text sorted by role. `values` are the value lines as written (not split)."""
+    title: str
+    line: int  # 1-based line of the plan where the section starts
+    part: str = ""
+    action: str = ""
+    values: list[str] = field(default_factory=list)
+    change: str = ""
+    prose: str = ""
+    notes: str = ""
+    metrics: str = ""
+    # TOML plans name their changes directly: (name, {key: value}, description, replacement) per variant
+    direct: list[tuple[str, dict, str | None, str | None]] = field(default_factory=list)
+
+    def add(self, role: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if role == "title":
+            self.title = self.title or text
+        elif role == "values":
+            self.values.append(text)
+        else:
+            old = getattr(self, role)
+            setattr(self, role, f"{old}\n{text}" if old else text)
+
+    def text(self) -> str:
+        """Everything that may say what the section ablates (not its notes or metrics)."""
+        return "\n".join(t for t in (self.title, self.part, self.action, self.change, *self.values, self.prose) if t)
+
+
+# ---- cleaning: HTML, entities, code ------------------------------------------------------------------------------
+@dataclass
+class Line:
+    number: int
+    text: str
+
+
+IGNORED_BLOCK = re.compile(r"<(think|thinking|style|script|reasoning)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.S | re.I)
+BLOCK_ELEMENT = re.compile(r"<(tr|li|h[1-6]|p|td|th|dt|dd)\b[^>]*>.*?</\1\s*>", re.S | re.I)
+TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+
+
+def _keep_lines(match: re.Match) -> str:
+    return "\n" * match.group(0).count("\n")
+
+
+def _flatten(match: re.Match) -> str:
+    """An HTML block element spread over several lines, put on its first line (line numbers stay right)."""
+    text = match.group(0)
+    return text.replace("\n", " ") + "\n" * text.count("\n")
+
+
+def _html_line(text: str) -> list[str]:
+    """One line of text with HTML in it, as Markdown lines (a table row per <tr>, a heading per <hN>...)."""
+    if "<" not in text:
+        return [text]
+    text = re.sub(r"<br\s*/?>", "; ", text, flags=re.I)
+    pieces = re.split(r"(?=<(?:tr|li|h[1-6]|p|div|table|ul|ol)\b)", text, flags=re.I)
+    out = []
+    for piece in pieces:
+        row = re.match(r"\s*<tr\b", piece, re.I)
+        if row:
+            cells = re.findall(r"<t[hd]\b[^>]*>(.*?)(?:</t[hd]\s*>|(?=<t[hd]\b)|$)", piece, re.S | re.I)
+            out.append("| " + " | ".join(TAG.sub("", c).strip() for c in cells) + " |")
+            continue
+        heading = re.match(r"\s*<h([1-6])\b[^>]*>(.*?)</h\1\s*>(.*)", piece, re.S | re.I)
+        if heading:
+            out.append("#" * int(heading[1]) + " " + TAG.sub("", heading[2]).strip())
+            piece = heading[3]
+        if re.match(r"\s*<li\b", piece, re.I):
+            piece = "- " + re.sub(r"^\s*<li\b[^>]*>", "", piece, flags=re.I)
+        piece = re.sub(r"</?(?:strong|b)>", "**", piece, flags=re.I)
+        piece = TAG.sub("", piece)
+        if piece.strip() or not out:
+            out.append(piece)
+    return out
+
+
+def clean(text: str) -> list[Line]:
+    """The plan's lines with HTML turned into Markdown, entities decoded and code markup removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = IGNORED_BLOCK.sub(_keep_lines, text)
+    text = BLOCK_ELEMENT.sub(_flatten, text)
+    lines = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        if re.match(r"\s*(```|~~~)", raw):
+            continue  # a code fence: the block's content is read like any other text
+        for piece in _html_line(raw):
+            piece = html.unescape(piece).replace("\u00a0", " ").replace("\u200b", "").replace("`", "")
+            lines.append(Line(number, piece.rstrip()))
+    return lines
+
+
+# ---- line kinds ------------------------------------------------------------------------------------------------
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+RULE = re.compile(r"^\s*([-*_=])(\s*\1){2,}\s*$")
+TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^\s*[^|\s][^|]*(\|[^|]*){2,}$")
+TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+•▪◦‣–]|\d{1,3}[.)]|[A-Za-z]\d{0,2}[.)]|\(\w{1,3}\))\s+"
+                  r"(?P<text>\S.*)$")
+BOLD_LEAD = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*\s*(?P<rest>.*)$")
+FIELD_LINE = re.compile(r"^\s*(?:\*\*|__)?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?"
+                        r"\s*(?P<value>.*)$")
+
+
+@dataclass
+class Entry:
+    number: int
+    indent: int
+    kind: str  # blank | heading | rule | row | item | text
+    text: str  # without marker and indentation
+    level: int = 0  # heading level
+    marker: str = ""
+
+
+def entries(lines: list[Line]) -> list[Entry]:
+    out = []
+    for line in lines:
+        raw = line.text.expandtabs(4)
+        indent = len(raw) - len(raw.lstrip())
+        if not raw.strip():
+            out.append(Entry(line.number, 0, "blank", ""))
+        elif (m := HEADING.match(raw)):
+            out.append(Entry(line.number, 0, "heading", m[2].strip().strip("*").strip(), level=len(m[1])))
+        elif RULE.match(raw):
+            out.append(Entry(line.number, indent, "rule", ""))
+        elif TABLE_RULE.match(raw) and "-" in raw:
+            out.append(Entry(line.number, indent, "table-rule", ""))
+        elif raw.strip().startswith("|") and raw.strip().endswith("|") and raw.count("|") >= 3:
+            out.append(Entry(line.number, indent, "row", raw.strip()))
+        elif (m := ITEM.match(raw)) and not _is_bold_marker(raw):
+            text = re.sub(r"^\[[ xX✓]?\]\s*", "", m["text"].strip())  # a task-list box
+            out.append(Entry(line.number, len(m["indent"]), "item", text, marker=m["marker"]))
+        else:
+            out.append(Entry(line.number, indent, "text", raw.strip()))
+    return out
+
+
+def _is_bold_marker(raw: str) -> bool:
+    """'**A. Title.**' starts with '*' but is bold text, not a bullet."""
+    return raw.lstrip().startswith("**")
+
+
+# ---- fields -----------------------------------------------------------------------------------------------------
+def field_role(name: str) -> str | None:
+    key = re.sub(r"[*_:]", " ", name).strip().lower()
+    key = re.sub(r"\s+", " ", key)
+    return ROLE_OF.get(key)
+
+
+def _inline_field_names() -> str:
+    names = sorted(ROLE_OF, key=len, reverse=True)
+    names = [n for n in names if len(n) > 2 and n not in ("with", "to", "how", "what", "type", "kind", "plan",
+                                                            "design", "element", "feature", "report", "id")]
+    return "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in names)
+
+
+INLINE_FIELD = re.compile(r"(?:^|(?<=[\s;,.—–|(]))(?:\*\*|__)?(?P<name>" + _inline_field_names() +
+                          r")(?:\*\*|__)?\s*(?::|\*\*:|:\*\*)\s*(?:\*\*|__)?", re.I)
+SEPARATOR = re.compile(r"\s+(?:—|–|--|\|)\s+")
+ARROW = re.compile(r"\s*(?:→|->|=>|⟶|⇒)\s*")
+
+
+def split_inline(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """'Top-k — Component: k. Action: REPLACE. Values: 8 or 64.' -> ('Top-k', [(part, k), (action, REPLACE),
+    (values, 8 or 64)]). The text before the first field is returned as the lead."""
+    matches = list(INLINE_FIELD.finditer(text))
+    if not matches:
+        return text, []
+    lead = text[:matches[0].start()]
+    fields = []
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        value = text[m.end():end]
+        value = re.sub(r"[\s;,—–|*]+$", "", value)
+        value = re.sub(r"(?<!\d)\.\s*$", "", value).strip()
+        fields.append((field_role(m["name"]), value))
+    lead = re.sub(r"[\s;,.—–|:*-]+$", "", lead).strip()
+    return lead, fields
+
+
+def strip_number(title: str) -> str:
+    """'1. Remove X' -> 'Remove X', '**A. Retrieval count.**' -> 'Retrieval count'; IDs such as 'A1.' stay."""
+    title = title.strip().strip("*").strip()
+    title = re.sub(r"^(?:\d{1,3}[.)]|[A-Za-z][.)]|\(\w{1,3}\))\s+", "", title)
+    return title.rstrip(".:").strip().strip("*").strip()
+
+
+# ---- reading one section's text -------------------------------------------------------------------------------
+def read_head(section: Section, text: str, has_body: bool = False) -> None:
+    """The first line of an item or a table-less one-liner: a title, inline fields, an action, an arrow. With
+    field lines of its own below it, a plain head line is only the title."""
+    if not text.strip():
+        return
+    bold = BOLD_LEAD.match(text)
+    if bold and not field_role(bold["title"]) and not bold["rest"].startswith(":"):
+        section.title = strip_number(bold["title"])
+        text = bold["rest"].lstrip(" .:—–-")
+        if not text:
+            return
+        lead, fields = split_inline(text)
+        if fields:
+            _take_fields(section, lead, fields, lead_is_title=False)
+        else:
+            _one_liner(section, text, has_title=True)
+        return
+    lead, fields = split_inline(text)
+    if fields and len(lead) < 80:
+        _take_fields(section, lead, fields, lead_is_title=True)
+        return
+    if has_body and not SEPARATOR.search(text) and not ARROW.search(text) and not ACTION_WORD.search(text):
+        section.title = strip_number(text)
+        return
+    _one_liner(section, text, has_title=False)
+
+
+def _take_fields(section: Section, lead: str, fields: list, lead_is_title: bool) -> None:
+    if lead:
+        if lead_is_title and not section.title:
+            section.title = strip_number(lead)
+        else:
+            section.add("prose", lead)
+    for role, value in fields:
+        _add_field(section, role, value)
+    if not section.title:
+        section.title = next((v for r, v in fields if r == "part" and v), "") or \
+            next((v for r, v in fields if v and r not in ("metrics", "notes")), "(untitled)")
+
+
+def _add_field(section: Section, role: str | None, value: str) -> None:
+    if role == "action":
+        _add_action(section, value)
+    elif role is None:
+        section.add("prose", value)
+    else:
+        section.add(role, value)
+
+
+def _add_action(section: Section, text: str) -> None:
+    """'REPLACE → exact (brute force)': the action, and the values or change that follow it."""
+    word = re.match(r"\s*((?:turn|switch|take|leave|zero|cut)\s+(?:off|on|out)\b|\w+)", text, re.I)
+    if not word:
+        return
+    rest = text[word.end():].strip()
+    section.action = section.action or word[1]
+    if not rest:
+        return
+    arrow = re.match(r"^(?:→|->|=>|:|with\b|by\b|to\b)\s*(.+)$", rest)
+    if arrow:
+        section.add("values", arrow[1])
+    else:
+        section.add("change", rest)
+
+
+def _one_liner(section: Section, text: str, has_title: bool) -> None:
+    """'Memory off — REMOVE the kNN memory', 'Gate → fixed 0.5 / fixed 0.9', 'XL cache → 0', or a sentence."""
+    parts = [p.strip() for p in SEPARATOR.split(text) if p.strip()]
+    if not parts:
+        return
+    named = re.match(r"^(?P<name>[^:.;]{2,40}?)\s*:\s+(?P<rest>\S.*)$", text)
+    if len(parts) == 1 and not has_title and named and len(named["name"].split()) <= 5:
+        section.title = strip_number(named["name"])
+        section.add("part", named["name"])
+        rest = named["rest"]
+        if len(rest.split()) <= 4 or re.match(r"\s*[\d{\[]", rest):
+            section.add("values", rest)
+        else:
+            section.add("change", rest)
+        return
+    if len(parts) == 1 and not has_title:
+        arrow = ARROW.split(text, maxsplit=1)
+        if len(arrow) == 2 and arrow[0].strip() and len(arrow[0]) < 80:
+            section.title = strip_number(arrow[0])
+            section.add("part", arrow[0])
+            section.add("values", arrow[1])
+            return
+        section.title = strip_number(_first_clause(text))
+        section.add("prose", text)
+        return
+    if not has_title:
+        section.title = strip_number(parts.pop(0))
+        section.add("part", section.title)
+    for piece in parts:
+        action = re.match(r"^(REMOVE|REPLACE|ADD)\b\s*(.*)$", piece)
+        if action and not section.action:
+            _add_action(section, piece)
+            continue
+        arrow = ARROW.split(piece, maxsplit=1)
+        if len(arrow) == 2:
+            section.add("part", arrow[0])
+            section.add("values", arrow[1])
+        elif section.action and section.action.upper() != "REMOVE":
+            section.add("values", piece)
+        else:
+            section.add("prose", piece)
+
+
+def _first_clause(text: str) -> str:
+    """The title of a section written as one sentence: the sentence up to its first full stop."""
+    sentence = re.split(r"(?<=[a-z0-9)])\.(?:\s|$)", text, maxsplit=1)[0]
+    return sentence.strip()
+
+
+def read_body(section: Section, body: list[Entry]) -> None:
+    """The lines under a section's title: fields, value lists, prose, notes."""
+    list_role, list_indent = None, -1
+    paragraph: list[str] = []
+    bare_items: list[str] = []
+
+    def flush():
+        if paragraph:
+            text = " ".join(paragraph)
+            section.add("notes" if re.fullmatch(r"\(.*\)", text.strip()) else "prose", text)
+            paragraph.clear()
+
+    for i, e in enumerate(body):
+        if e.kind == "blank":
+            flush()
+            nxt = next((b for b in body[i + 1:] if b.kind != "blank"), None)
+            if list_role and (nxt is None or nxt.kind != "item"):
+                list_role = None
+            continue
+        if e.kind in ("rule", "heading", "table-rule"):
+            flush()
+            list_role = None
+            continue
+        text = e.text
+        if e.kind == "row":
+            text = " ".join(c.strip() for c in text.strip("|").split("|"))
+        field = FIELD_LINE.match(text)
+        role = field_role(field["name"]) if field else None
+        bold_field = bool(field) and bool(re.match(r"^\s*(\*\*|__)", text))
+        if field and (role or bold_field):
+            flush()
+            value = field["value"].strip().strip("*").strip()
+            lead, inline = split_inline(value) if role != "values" else (value, [])
+            if inline:
+                _add_field(section, role, lead)
+                for r, v in inline:
+                    _add_field(section, r, v)
+                list_role = None
+                continue
+            _add_field(section, role, value)
+            list_role, list_indent = (role or "prose"), e.indent
+            continue
+        if e.kind == "item":
+            flush()
+            if list_role and e.indent >= list_indent:
+                _add_field(section, list_role if list_role != "action" else "values", text)
+                continue
+            if section.title and e.indent == 0 and FIELD_LINE.match(text) is None:
+                bare_items.append(text)
+                continue
+            bare_items.append(text)
+            continue
+        if list_role and e.indent > list_indent and list_role in ("values", "change", "part", "notes"):
+            _add_field(section, list_role, text)
+            continue
+        paragraph.append(text)
+    flush()
+    if bare_items:
+        if section.values:
+            section.add("prose", "; ".join(bare_items))
+        else:
+            for item in bare_items:
+                section.add("values", item)
+
+
+# ---- finding the sections ---------------------------------------------------------------------------------------
+def _title_words(title: str) -> str:
+    """A title's words for classifying it: lowercase ASCII (emoji, even mis-encoded ones, are dropped)."""
+    words = re.sub(r"[^a-z0-9\s():—–-]", " ", title.lower())
+    words = re.sub(r"\s+", " ", words).strip()
+    return re.sub(r"^(?:\d+|[a-z])[.)]?\s+", "", words)
+
+
+def is_aside_title(title: str) -> bool:
+    """'Reasoning trace', 'Summary of results', 'Baseline: full model', 'Notes': no ablation of its own."""
+    return bool(ASIDE_TITLE.match(_title_words(title)))
+
+
+def is_container_title(title: str) -> bool:
+    """'Ablation plan', 'Proposed ablations': a heading whose body lists the ablations."""
+    return bool(CONTAINER_TITLE.match(_title_words(title)))
+
+
+def _has_own_fields(body: list[Entry]) -> bool:
+    """Whether a heading's body holds fields at its own level (then it is a section, its lists are values)."""
+    for e in body:
+        if e.kind in ("text", "item"):
+            m = FIELD_LINE.match(e.text)
+            if m and field_role(m["name"]) in ("part", "action", "values", "change"):
+                if e.kind == "text" or e.indent == 0 and not _is_section_item(e, body):
+                    return True
+    return False
+
+
+def _is_section_item(e: Entry, body: list[Entry]) -> bool:
+    """An item that is an ablation of its own: inline fields, an action word, an arrow or nested fields."""
+    lead, fields = split_inline(e.text)
+    if sum(1 for r, _ in fields if r in ("part", "action", "values", "change")) >= 2:
+        return True
+    if ACTION_WORD.search(e.text) or ARROW.search(e.text):
+        return True
+    start = body.index(e)
+    for nxt in body[start + 1:]:
+        if nxt.kind == "blank":
+            continue
+        if nxt.indent <= e.indent and nxt.kind == "item" or nxt.kind == "heading":
+            break
+        if nxt.indent > e.indent or nxt.kind == "text":
+            m = FIELD_LINE.match(nxt.text)
+            if m and field_role(m["name"]) in ("part", "action", "values", "change"):
+                return True
+        if nxt.indent <= e.indent and nxt.kind != "item":
+            break
+    return False
+
+
+def sections_from_heading(title: str, number: int, body: list[Entry]) -> list[Section]:
+    """A leaf heading: one section, unless its body is a list of ablations (then each item is one)."""
+    if not _has_own_fields(body):
+        items = _section_items(body, container=bool(CONTAINER_WORD.search(title)))
+        if items:
+            return items
+        tables = _table_sections(body)
+        if tables:
+            return tables
+    blocks = _paragraph_sections(body)
+    if len(blocks) >= 2 and all(b.part or b.action for b in blocks):
+        return blocks
+    section = Section(title=strip_number(title), line=number)
+    read_body(section, body)
+    return [section] if _has_content(section) else []
+
+
+def _has_content(section: Section) -> bool:
+    return bool(section.part or section.action or section.values or section.change or section.prose)
+
+
+def _section_items(body: list[Entry], container: bool = False) -> list[Section]:
+    """Top-level items of a body, when at least one of them reads as an ablation of its own (under a heading
+    that names a list of ablations: when they read as ablations rather than bare values)."""
+    items = [e for e in body if e.kind == "item"]
+    if not items:
+        return []
+    top = min(e.indent for e in items)
+    tops = [e for e in items if e.indent == top]
+    if any(_is_section_item(e, body) for e in tops):
+        return _items_to_sections(body, tops)
+    if container and sum(_reads_as_ablation(e.text) for e in tops) * 2 > len(tops):
+        return _items_to_sections(body, tops)
+    return []
+
+
+def _reads_as_ablation(text: str) -> bool:
+    """'Memory size: 4K, 16K' or 'Remove the memory position bias', not a bare value such as '8K entries'."""
+    return bool(re.match(r"^[^:]{2,40}:\s+\S", text)) or len(re.findall(r"[A-Za-z]{2,}", text)) >= 3
+
+
+def _items_to_sections(body: list[Entry], tops: list[Entry]) -> list[Section]:
+    sections = []
+    for k, item in enumerate(tops):
+        start = body.index(item)
+        end = body.index(tops[k + 1]) if k + 1 < len(tops) else len(body)
+        rest = body[start + 1:end]
+        # the item's own lines: nested deeper, or continuation text before a blank line + unindented paragraph
+        own = []
+        for j, e in enumerate(rest):
+            if e.kind in ("heading", "rule"):
+                break
+            if e.kind == "blank":
+                nxt = next((b for b in rest[j + 1:] if b.kind != "blank"), None)
+                if nxt is None or nxt.indent <= item.indent and nxt.kind != "item":
+                    break
+                own.append(e)
+                continue
+            own.append(e)
+        section = Section(title="", line=item.number)
+        head = item.text
+        yaml = re.match(r"^(name|title|id)\s*:\s*(.+)$", head, re.I)
+        if yaml:
+            section.title = yaml[2].strip().strip("'\"")
+        else:
+            read_head(section, head, has_body=any(_field_entry(e) for e in own))
+        read_body(section, [Entry(e.number, max(0, e.indent - item.indent - 1), e.kind, e.text, e.level, e.marker)
+                            for e in own])
+        if not section.title:
+            section.title = section.part or "(untitled)"
+        sections.append(section)
+    return sections
+
+
+def _table_sections(body: list[Entry]) -> list[Section]:
+    """A Markdown (or converted HTML) table: a header row naming the fields, then one ablation per row."""
+    sections = []
+    header = None
+    for e in body:
+        if e.kind != "row":
+            if e.kind not in ("table-rule",):
+                header = None if e.kind != "blank" else header
+            continue
+        cells = [c.strip() for c in e.text.strip().strip("|").split("|")]
+        if header is None:
+            roles = [field_role(c) for c in cells]
+            if any(roles):
+                header = roles
+                continue
+            header = ["title"] + ["prose"] * (len(cells) - 1)
+        if all(not c for c in cells):
+            continue
+        section = Section(title="", line=e.number)
+        for role, cell in zip(header, cells):
+            if re.fullmatch(r"[-–—]?|n/?a|none|\(none\)", cell.strip(), re.I) and role in ("values", "change"):
+                continue
+            if role == "title":
+                section.title = section.title or strip_number(cell)
+            elif role == "part":
+                section.add("part", cell)
+                section.title = section.title or strip_number(cell)
+            else:
+                _add_field(section, role or "prose", cell)
+        if not section.part:
+            section.add("part", section.title)
+        sections.append(section)
+    return sections
+
+
+def _field_entry(e: Entry) -> bool:
+    m = FIELD_LINE.match(e.text) if e.kind in ("text", "item") else None
+    return bool(m) and field_role(m["name"]) in ("part", "action", "values", "change")
+
+
+def _paragraph_sections(body: list[Entry]) -> list[Section]:
+    """Blocks separated by blank lines, each with field lines of its own ('Ablation 1: X' then 'Component: ...')."""
+    blocks, current = [], []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind in ("blank", "rule"):
+            if current:
+                blocks.append(current)
+            current = []
+        else:
+            current.append(e)
+    blocks = [b for b in blocks if sum(_field_entry(e) for e in b) >= 1]
+    if len(blocks) < 2 and not (blocks and not _field_entry(blocks[0][0])):
+        return []
+    sections = []
+    for block in blocks:
+        head = block[0]
+        section = Section(title="", line=head.number)
+        if _field_entry(head):
+            read_body(section, block)
+        else:
+            section.title = strip_number(re.sub(r"^(?:\*\*|__)(.*?)(?:\*\*|__)$", r"\1", head.text))
+            read_body(section, block[1:])
+        if not section.title:
+            section.title = section.part or "(untitled)"
+        sections.append(section)
+    return sections
+
+
+def _bold_lead_sections(body: list[Entry]) -> list[Section]:
+    """Paragraphs that open with a bold title, '**A. Retrieval count.** Replace k by ...'."""
+    sections = []
+    current = None
+    for e in body:
+        bold = BOLD_LEAD.match(e.text) if e.kind == "text" else None
+        if bold and not field_role(bold["title"]) and bold["rest"] and not bold["rest"].startswith(":"):
+            current = Section(title="", line=e.number)
+            read_head(current, e.text)
+            sections.append(current)
+        elif e.kind == "text" and current is not None:
+            current.add("prose", e.text)
+        elif e.kind == "blank":
+            current = None
+    return sections
+
+
+def find_sections(lines: list[Line]) -> list[Section]:
+    """Sections under ablation headings; else lists, tables or paragraphs outside them; asides (summary, notes,
+    reasoning) only when nothing else holds an ablation."""
+    all_entries = entries(lines)
+    headings = [i for i, e in enumerate(all_entries) if e.kind == "heading"]
+    sections: list[Section] = []
+    asides: list[list[Entry]] = []
+    preamble = all_entries[:headings[0]] if headings else all_entries
+    for k, i in enumerate(headings):
+        heading = all_entries[i]
+        end = headings[k + 1] if k + 1 < len(headings) else len(all_entries)
+        nxt = all_entries[end] if end < len(all_entries) else None
+        body = all_entries[i + 1:end]
+        body = body[:next((j for j, e in enumerate(body) if e.kind == "rule"), len(body))]
+        if nxt is not None and nxt.level > heading.level:
+            continue  # a heading with sub-headings holds them, not an ablation
+        if is_aside_title(heading.text):
+            asides.append(body)
+        elif is_container_title(heading.text) and not _has_own_fields(body) and _sections_in_free_region(body):
+            sections += _sections_in_free_region(body)
+        else:
+            sections += sections_from_heading(heading.text, heading.number, body)
+    for region in [preamble] + asides if not sections else []:
+        sections += _sections_in_free_region(region)
+    return [s for s in sections if not _is_aside_section(s)]
+
+
+def _is_aside_section(section: Section) -> bool:
+    """A list item or table row that describes the baseline or a note, with no action of its own."""
+    acts = re.match(r"\s*(?:remove|replace|add|drop|disable|swap|change|vary|sweep|ablate|introduce|set|turn|"
+                    r"switch|take|use|try|increase|decrease|reduce|move)\b", section.action, re.I)
+    return is_aside_title(section.title) and not acts and not section.values
+
+def _sections_in_free_region(body: list[Entry]) -> list[Section]:
+    """Text outside any ablation heading: a table, a list of ablations, or bold-lead paragraphs."""
+    found = _table_sections(body)
+    if found:
+        return found
+    items = [e for e in body if e.kind == "item"]
+    if items:
+        found = _section_items(body)
+        if found:
+            return found
+        top = min(e.indent for e in items)
+        tops = [e for e in items if e.indent == top]
+        bold = _bold_lead_sections(body)
+        if bold and len(bold) >= len(tops):
+            return bold
+        return _items_to_sections(body, tops)
+    return _bold_lead_sections(body) or _paragraph_sections(body)
+
+
+def json_sections(text: str) -> list[Section] | None:
+    """A plan written as JSON (alone or in a code block): a list of objects, or an object holding one."""
+    start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
+        return None
+    line = text[:start].count("\n") + 1
+    sections = []
+    for entry in data:
+        section = Section(title="", line=line)
+        for key, value in entry.items():
+            values = value if isinstance(value, list) else [value]
+            role = field_role(str(key)) or "prose"
+            for v in values:
+                _add_field(section, role, v if isinstance(v, str) else json.dumps(v))
+        section.title = section.title or section.part or "(untitled)"
+        if role_any(section):
+            sections.append(section)
+    return sections or None
+
+
+def role_any(section: Section) -> bool:
+    return bool(section.part or section.action or section.values or section.change)
+
+
+def read_sections(text: str) -> list[Section]:
+    """The sections of a plan, in plan order."""
+    if re.match(r"\s*(?:```\w*\s*)?[\[{]", text):
+        found = json_sections(text)
+        if found:
+            return found
+    return find_sections(clean(text))

@@ -1,0 +1,556 @@
+"""The components a plan can ablate: their config keys, the words that name them, and how a value written in a
+plan becomes config values.
+
+Each component has
+- phrases: (regex, weight) matched in the section's text; defining phrases weigh 3, strong ones 2, generic words
+  1 or less. A phrase inside a longer matched phrase does not count again;
+- a cue: a regex that, found in a *value*, names this component (`k=8`, `16 neighbours`, `64k entries`,
+  `exact_kNN`, `layer 3`). Values whose cues name one component only decide the section;
+- a parser from one value to config changes, which never takes a stray number: every number of a value is
+  either understood (and consumed) or reported;
+- what REMOVE and a bare ADD mean, or why they leave something open.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from memorizing.ablation.values import Item, Num, numbers, words
+from memorizing.config import Config
+
+
+@dataclass
+class Context:
+    """What a parser may need besides the value: the baseline, the section's words and its action."""
+    baseline: Config
+    scope: str = ""  # the section's active text (kept / fallback clauses removed), lowercased
+    part: str = ""  # the section's title and part, lowercased
+    action: str = "REPLACE"
+
+
+@dataclass
+class Parsed:
+    """A value's config changes, or the problem that stops it (with the refusal's reason)."""
+    changes: dict | None = None
+    problem: str | None = None
+    reason: str = "ambiguous"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    label: str
+    keys: tuple[str, ...]
+    phrases: tuple[tuple[str, float], ...]
+    cue: str | None
+    parse: Callable[[Item, Context], Parsed]
+    accepted: str  # the values `parse` accepts, for messages
+    remove: Callable[[Context], Parsed]
+    add: Callable[[Context], Parsed]
+    units: str = ""  # words after a number that make it this component's value (free text)
+    keywords: str = ""  # words right before a number that make it this component's value (free text)
+    numeric: bool = False
+    compiled: tuple = field(default=(), compare=False)
+
+
+NB = r"neighbou?rs?"
+OFF = re.compile(r"\b(?:off|false|no|none|without|disabled?|removed?|drop(?:ped)?|never|not|no longer|disable|"
+                 r"deactivated?|remove)\b|^\s*0\s*$")
+ON = re.compile(r"\b(?:on|true|yes|with|enabled?|added|add|activated?|keep)\b|^\s*1\s*$")
+VAGUE = re.compile(r"\b(?:an?\s+(?:faster|slower|better|cheaper|different|other|new|alternative)|another|different|"
+                   r"alternative|faster|cheaper|better|larger|bigger|smaller|higher|lower|more|fewer|less|tbd|"
+                   r"to be (?:decided|determined|chosen|defined)|various|several|some|earlier|later|deeper|"
+                   r"shallower|wider|narrower)\b")
+MULTIPLIER = re.compile(r"\b(?P<word>halved|halve|half|quartered|quarter|doubled|double|twice|tripled|quadrupled)\b|"
+                        r"(?<![\w.])(?P<a>\d+(?:\.\d+)?)\s*[x×](?!\w)|(?<![\w.])[x×]\s*(?P<b>\d+(?:\.\d+)?)\b")
+MULTIPLIER_WORDS = {"halved": 0.5, "halve": 0.5, "half": 0.5, "quartered": 0.25, "quarter": 0.25, "doubled": 2,
+                    "double": 2, "twice": 2, "tripled": 3, "quadrupled": 4}
+OTHER_UNITS = re.compile(r"^\s*(?:lists?|probes?|buckets?|bits?|tables?|seeds?|steps?|heads?|layers?|gb|mb|"
+                         r"hours?|%|percent|dims?|dimensions?|clusters?|centroids?|neighbou?rs?|entries|entry|slots?|"
+                         r"tokens?|memories|keys|pairs|runs?|epochs?|documents?|docs?)\b", re.I)
+
+
+def outside_parens(text: str) -> str:
+    return re.sub(r"\([^()]*\)", " ", text)
+
+
+def parens(text: str) -> str:
+    return " ".join(re.findall(r"\(([^()]*)\)", text))
+
+
+def fmt(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value == int(value) else str(value)
+
+
+def baseline_values(keys: tuple[str, ...], ctx: Context) -> set[float]:
+    """The baseline's numbers for `keys` (a value restating them in a comment is not a new parameter)."""
+    out = set()
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(ctx.baseline, section), name)
+        if key == "memory.layers":
+            out |= {n + 1 for n in ctx.baseline.memory_placement()}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.add(float(value))
+    return out
+
+
+def leftovers(text: str, used: list[float], keys: tuple[str, ...], ctx: Context) -> list[Num]:
+    """Numbers of a value that no parser consumed: outside parentheses always; inside them unless they restate
+    a used value or the baseline's (comments such as '(moves out of layer 9)' or '(131072 entries)')."""
+    known = set(used) | baseline_values(keys, ctx)
+    out = [n for n in numbers(outside_parens(text)) if not any(math.isclose(n.value, u) for u in used)]
+    inner = parens(text)
+    out += [n for n in numbers(inner) if not any(math.isclose(n.value, k) for k in known) and _attached(inner, n)]
+    return out
+
+
+def _attached(text: str, n: Num) -> bool:
+    """A number that is a parameter ('8 probes', 'M=32', 'layer 9'), not commentary ('1/16 of the baseline')."""
+    after, before = text[n.end:], text[:n.start]
+    return bool(re.match(r"\s*[A-Za-z]", after) and not re.match(r"\s*(?:of|x|times|than|or|and|to|vs)\b", after,
+                                                                 re.I)
+                or re.search(r"(?:[A-Za-z]\s*=|[A-Za-z]\s)\s*$", before) and not re.search(r"\b(?:of|than|to|vs|"
+                                                                                      r"and|or|from)\s*$", before))
+
+
+def extra_problem(extra: list[Num], text: str, label: str) -> Parsed:
+    said = ", ".join(repr(n.text) for n in extra)
+    return Parsed(problem=f"value {text!r} has a parameter ({said}) that is not understood for {label}: give "
+                          f"only the value, or name the config key (section.key=value)", reason="unknown")
+
+
+# ---- parsers -------------------------------------------------------------------------------------------------------
+def switch(keys_of: Callable[[Context], tuple[str, ...]], label: str, extra_off: str = "", extra_on: str = ""):
+    """On/off components: the memory branch, key/query normalisation, the per-document reset."""
+    def parse(item: Item, ctx: Context) -> Parsed:
+        t = words(outside_parens(item.text)) or words(item.text)
+        if numbers(re.sub(r"^\s*[01]\s*$", "", t)):
+            return Parsed(problem=f"value {item.text!r} is not understood for {label}, which is on or off")
+        special_off = bool(extra_off and re.search(extra_off, t))
+        special_on = bool(extra_on and re.search(extra_on, t))
+        if special_off != special_on:  # the component's own words ('kept across documents') come first
+            return Parsed({k: special_on for k in keys_of(ctx)})
+        is_off, is_on = bool(OFF.search(t)), bool(ON.search(t))
+        if is_off == is_on:
+            return Parsed(problem=f"value {item.text!r} is not understood for {label}: say on or off")
+        return Parsed({k: is_on for k in keys_of(ctx)})
+    return parse
+
+
+def qk_keys(ctx: Context) -> tuple[str, ...]:
+    """Which layers a key/query-normalisation ablation means: the memory layer (the default: that is what 'the'
+    normalisation against stale keys is), every layer, or every layer but the memory layer."""
+    s = ctx.scope
+    if re.search(r"memory layer and (?:in )?(?:all |the )?other layers|all other layers as well|both the memory|"
+                 r"(?:memory|all) and (?:non-memory|other) layers", s):
+        return ("memory.qk_norm", "model.qk_norm")
+    if re.search(r"\b(?:except|but|other than|apart from|outside)\b[^;]{0,25}\bmemory layer", s):
+        return ("model.qk_norm",)
+    if re.search(r"\b(?:everywhere|all (?:the )?(?:attention )?layers|every layer|each layer|in all\b|whole "
+                 r"(?:model|network)|globally)", s):
+        return ("memory.qk_norm", "model.qk_norm")
+    if re.search(r"\bnon-?memory layers?|\bother layers?\b|outside (?:the )?memory|except (?:in )?the memory "
+                 r"layer|(?:local|regular|standard|dense|ordinary|remaining|plain|vanilla|normal) (?:attention )?"
+                 r"layers|all layers but|apart from the memory|(?:layers|blocks) without (?:the )?memory", s):
+        return ("model.qk_norm",)
+    return ("memory.qk_norm",)
+
+
+def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool = False,
+          off_means_zero: bool = False):
+    """A positive integer with units (`16K entries`, `2^14`, `256 tokens`) or a multiple of the baseline."""
+    unit_re = re.compile(units) if units else None
+
+    def parse(item: Item, ctx: Context) -> Parsed:
+        text = re.sub(r"\btop[-_](?=\d)", "top ", item.text, flags=re.I)  # 'top-64' is k = 64
+        out = outside_parens(text)
+        nums = numbers(out)
+        t = words(out)
+        if not nums:
+            m = MULTIPLIER.search(t)
+            if m and multipliers:
+                factor = MULTIPLIER_WORDS.get(m["word"] or "", None) or float(m["a"] or m["b"])
+                section, name = key.split(".")
+                value = getattr(getattr(ctx.baseline, section), name) * factor
+                if value != int(value) or value < 1:
+                    return Parsed(problem=f"{text!r} of the baseline's {label} is not a whole number")
+                return Parsed({key: int(value)})
+            if off_means_zero and OFF.search(t):
+                return Parsed({key: 0})
+            inner = numbers(parens(text))
+            if len(inner) == 1:
+                nums, out = inner, parens(text)
+            else:
+                why = "is too vague" if VAGUE.search(t) else "is not understood"
+                return Parsed(problem=f"value {text!r} {why} for {label}: give a number ({units_hint(units)})")
+        if len(nums) > 1:
+            return Parsed(problem=f"value {text!r} holds several numbers ({', '.join(n.text for n in nums)}) for "
+                                  f"{label}: give one value per variant")
+        n = nums[0]
+        after = out[n.end:]
+        if OTHER_UNITS.match(after) and not (unit_re and unit_re.match(after.strip().lower())):
+            return Parsed(problem=f"value {text!r} is not a {label} (it counts {after.split()[0]})")
+        if n.integer is None:
+            return Parsed(problem=f"{label} must be a whole number; {n.text!r} is not")
+        if n.integer < (0 if zero else 1):
+            return Parsed(problem=f"{label} must be {'zero or more' if zero else 'positive'}; {n.text!r} is not")
+        extra = leftovers(text, [n.value], (key,), ctx)
+        if extra:
+            return extra_problem(extra, text, label)
+        return Parsed({key: n.integer})
+    return parse
+
+
+def units_hint(units: str) -> str:
+    return "e.g. 8192, 16K, 2^14" if "entr" in units else "e.g. 256 tokens" if "token" in units else "e.g. 16"
+
+
+def gate_parse(item: Item, ctx: Context) -> Parsed:
+    """fixed_gate=0.5, gate = 1, gating value 0.25, fixed 0.9, sigmoid(0), equal mix, local attention only,
+    joint softmax, learned (per-head) gate."""
+    text = item.text
+    t = words(text)
+    out = words(outside_parens(text))
+    if re.search(r"joint softmax|(?:single|one|shared|common) softmax|softmax over (?:both|memory and local|the "
+                 r"concatenat)|concatenat\w+ (?:logits|scores)", t):
+        return Parsed({"memory.combine": "joint"})
+    values = []
+    sig = re.search(r"sigmoid\s*\(\s*(-?\d+(?:\.\d+)?)\s*\)", t)
+    if sig:
+        values.append(1 / (1 + math.exp(-float(sig[1]))))
+        out = out.replace(sig.group(0), " ")
+    nums = [n for n in numbers(out) if not (sig and n.text == sig[1])]
+    if not nums and not sig and len(numbers(parens(text))) == 1 and not re.search(r"[a-z]", parens(words(text))):
+        nums = numbers(parens(text))  # 'fixed(0.5)', 'equal weighting (0.5)'
+
+    if len(nums) > 1:
+        return Parsed(problem=f"value {text!r} holds several gate values: give one per variant")
+    values += [n.value for n in nums]
+    if re.search(r"equal mix|equal weight|50/50|half and half|even mix|\baverag\w*|\bmean of|\bequally\b", t):
+        values.append(0.5)
+    if re.search(r"local(?: attention)? only|only local|memory (?:output |attention )?ignored|no memory "
+                 r"contribution", t):
+        values.append(0.0)
+    if re.search(r"memory(?: attention)? only|only (?:the )?memory|local (?:output |attention )?ignored", t):
+        values.append(1.0)
+    if not values:
+        if re.search(r"\blearn\w*|\btrain(?:ed|able)\b|per-head gate|paper", t) and not OFF.search(out):
+            return Parsed({"memory.combine": "gate"})
+        return Parsed(problem=f"value {text!r} is not understood for the gate: give a fixed gate value in [0, 1] "
+                              f"(fixed_gate=0.5), 'joint softmax' or 'learned gate'")
+    if any(not math.isclose(v, values[0]) for v in values):
+        return Parsed(problem=f"value {text!r} names two different gate values")
+    g = values[0]
+    if not 0.0 <= g <= 1.0:
+        return Parsed(problem=f"gate value {fmt(g)} is outside [0, 1] (0 = local attention only, 1 = memory only)",
+                      reason="invalid")
+    return Parsed({"memory.combine": "fixed", "memory.gate": round(g, 6)})
+
+
+SEARCH_KINDS = (
+    ("ivf", r"\bivf\b|inverted[- ]?file|inverted lists?|\bfaiss\b"),
+    ("exact", r"\bexact\w*|brute[- ]?force|exhaustive\w*|\bflat\b|full search|dense search|no approximation|"
+              r"linear scan|all stored keys"),
+    ("bucketed", r"\bapprox\w*|\bbucket\w*|\btpu\b"),
+)
+SEARCH_PARAMS = (
+    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b|"
+                                r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
+    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
+                                r"(\d+)"),
+    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
+)
+
+
+def search_parse(item: Item, ctx: Context) -> Parsed:
+    """exact_kNN, brute force, approximate_kNN, bucketed, IVF / inverted file / FAISS with its lists and probes."""
+    text = item.text
+    t = words(text)
+    main = words(outside_parens(text)) or t
+    kinds = [k for k, rx in SEARCH_KINDS if re.search(rx, main)] or [k for k, rx in SEARCH_KINDS if re.search(rx, t)]
+    if "ivf" in kinds and "exact" in kinds and re.search(r"\bflat\b", t) and not re.search(r"\bivf|inverted", t):
+        kinds = ["exact"]
+    if VAGUE.search(outside_parens(t)) and not re.search(r"\bivf\b|inverted|exact|brute", t):
+        return Parsed(problem=f"value {text!r} does not say which search: exact, bucketed (approximate) or ivf")
+    if len(kinds) != 1:
+        return Parsed(problem=f"value {text!r} {'names several searches' if kinds else 'is not understood'}: say "
+                              f"exact (brute force), bucketed (approximate, the paper's) or ivf (inverted file)")
+    kind = kinds[0]
+    changes, used = {"memory.search": kind}, []
+    for key, owner, rx in SEARCH_PARAMS:
+        m = re.search(rx, t)
+        if not m:
+            continue
+        if owner != kind:
+            return Parsed(problem=f"value {text!r}: {key.split('.')[1]} belongs to {owner} search, not {kind}")
+        raw = next(g for g in m.groups() if g)
+        n = numbers(raw)
+        if len(n) != 1 or n[0].integer is None or n[0].integer < 1:
+            return Parsed(problem=f"value {text!r}: {raw!r} is not a positive whole number of {key}")
+        changes[key] = n[0].integer
+        used.append(n[0].value)
+    extra = leftovers(text, used, ("memory.top_k", "memory.size"), ctx)
+    if extra:
+        return extra_problem(extra, text, "the kNN search")
+    return Parsed(changes)
+
+
+def bias_parse(item: Item, ctx: Context) -> Parsed:
+    t = words(item.text)
+    kinds = set()
+    if re.search(r"\bt5\b|\brelative\b", t):
+        kinds.add("t5-relative")
+    if re.search(r"\babsolute\b", t):
+        kinds.add("learned-absolute")
+    if not kinds and re.search(r"^\s*(?:none|no(?: position)? bias|without(?: position bias)?|off)\s*$", t):
+        kinds.add("none")
+    if len(kinds) != 1:
+        return Parsed(problem=f"value {item.text!r} {'names two position biases' if kinds else 'is not understood'}"
+                              f" for the memory position bias: say t5-relative, learned-absolute or none")
+    extra = leftovers(item.text, [], (), ctx)
+    if extra:
+        return extra_problem(extra, item.text, "the memory position bias")
+    return Parsed({"memory.position_bias": kinds.pop()})
+
+
+def layers_parse(item: Item, ctx: Context) -> Parsed:
+    """'layer 3', 'layers 3 and 6', 'ℓ = 12', 'the last layer', 'every layer', '3'."""
+    text = item.text
+    t = words(outside_parens(text))
+    depth = ctx.baseline.model.depth
+    if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
+        return Parsed({"memory.layers": list(range(1, depth + 1))})
+    if re.search(r"\b(?:last|final|top(?:most)?)\b", t) and not numbers(t):
+        return Parsed({"memory.layers": [depth]})
+    if re.search(r"\bfirst\b", t) and not numbers(t):
+        return Parsed({"memory.layers": [1]})
+    if re.search(r"(?<![\w.])\d+\s+(?:\w+\s+)?layers\b|\b(?:two|three|four|several|multiple)\s+(?:\w+\s+)?layers\b",
+                 t) and not re.search(r"\blayers\s+\d", t):
+        return Parsed(problem=f"value {text!r} says how many memory layers, not which: name the layers "
+                              f"(e.g. 'layers 3 and 6')")
+    nums = numbers(t)
+    if nums and not re.search(r"\blayers?\b|ℓ", t) and re.search(r"(?:number|count) of (?:\w+ )?layers|how many "
+                                                                r"(?:\w+ )?layers", ctx.part):
+        return Parsed(problem=f"value {text!r} is a number of memory layers, not which layers: name them "
+                              f"(e.g. 'layers 3 and 6')")
+    if not nums:
+        why = "does not say which layer" if VAGUE.search(t) or "layer" in t else "is not understood"
+        return Parsed(problem=f"value {text!r} {why}: name the layer numbers (1..{depth}), 'last' or 'every layer'")
+    if any(n.integer is None for n in nums):
+        return Parsed(problem=f"value {text!r}: layer numbers are whole numbers")
+    extra = leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+    if extra:
+        return extra_problem(extra, text, "the memory layers")
+    layers = sorted({n.integer for n in nums})
+    return Parsed({"memory.layers": layers})
+
+
+MODEL_DIMS = (
+    ("model.depth", r"(?<![\w.])(\d+)\s*-?\s*(?:transformer\s+)?layers?\b|\bdepth\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
+                    r"\b(\d+)\s*-?\s*layer\b"),
+    ("model.heads", r"(?<![\w.])(\d+)\s*(?:attention\s+)?heads\b|\bheads\s*(?:=\s*|to\s*)?(\d+)"),
+    ("model.head_dim", r"\bheads?\s+of\s+(\d+)|\bhead[ _-]?(?:dim\w*|size)\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
+                       r"(\d+)[- ]dim(?:ensional)? heads"),
+    ("model.dim", r"\b(?:width|d[ _]?model|model dim\w*|hidden(?: size| dim\w*)?|dim(?:ension)?)\s*(?:of\s*|=\s*|"
+                  r"to\s*)?(\d+)|(\d+)[- ]wide\b"),
+)
+MODEL_NAMES = {"model.depth": r"\bdepth\b|\bdeeper\b|\bshallower\b|number of (?:transformer )?layers",
+               "model.heads": r"\bheads\b", "model.head_dim": r"head (?:dim\w*|size)",
+               "model.dim": r"\bwidth\b|\bwider\b|\bnarrower\b|d[ _]?model|hidden (?:size|dim)|model dim"}
+
+
+def model_parse(item: Item, ctx: Context) -> Parsed:
+    """'24 layers', 'depth 16', '16 heads of 64', 'width 2048'; a bare number where the part names one dimension."""
+    text = item.text
+    t = words(outside_parens(text))
+    changes, used = {}, []
+    for key, rx in MODEL_DIMS:
+        for m in re.finditer(rx, t):
+            raw = next(g for g in m.groups() if g)
+            changes[key] = int(raw)
+            used.append(float(raw))
+    if not changes:
+        nums = numbers(t)
+        named = [k for k, rx in MODEL_NAMES.items() if re.search(rx, ctx.part)]
+        if len(nums) == 1 and nums[0].integer and len(named) == 1:
+            changes[named[0]] = nums[0].integer
+            used.append(nums[0].value)
+        else:
+            return Parsed(problem=f"value {text!r} does not say which dimension of the model changes: give e.g. "
+                                  f"'24 layers', '16 heads of 64' or 'width 2048' (model.depth, model.heads, "
+                                  f"model.head_dim, model.dim)")
+    extra = leftovers(text, used, ("model.depth", "model.heads", "model.head_dim", "model.dim"), ctx)
+    if extra:
+        return extra_problem(extra, text, "the model size")
+    return Parsed(changes)
+
+
+# ---- what REMOVE and a bare ADD mean ---------------------------------------------------------------------------------
+def fixed(changes: dict | Callable[[Context], dict]):
+    return lambda ctx: Parsed(changes(ctx) if callable(changes) else dict(changes))
+
+
+def open_choice(problem: str):
+    return lambda ctx: Parsed(problem=problem)
+
+
+def xl_add(ctx: Context) -> Parsed:
+    return Parsed({"model.xl_cache": ctx.baseline.data.segment})
+
+
+COMPONENTS = (
+    Component(
+        "memory", "kNN memory branch", ("memory.enabled",),
+        ((r"knn[- ]?augmented(?: attention)?", 3), (r"\bknn[- ]?attn\b", 3), (r"\bknn[- ]attention\b", 3),
+         (r"memory[- ]augmented attention", 3), (r"memory branch", 3), (r"retrieval branch", 3),
+         (r"memori[sz]ing attention", 3), (r"\b(?:knn|external|long[- ]term|episodic|non-?parametric) memory\b", 2),
+         (r"nearest[- ]neighbou?r retrieval|\bknn retrieval|memory retrieval|\bknn memory retrieval", 2),
+         (r"\bmemory\b", 1), (r"\bretriev\w*", 1), (r"\bknn\b", 0.5)),
+        None, switch(lambda ctx: ("memory.enabled",), "the kNN memory branch"), "on/off",
+        fixed({"memory.enabled": False}), fixed({"memory.enabled": True})),
+    Component(
+        "gate", "gate mixing memory and local attention", ("memory.combine", "memory.gate"),
+        ((r"\bgat(?:e|es|ed|ing)\b", 3), (r"joint softmax|(?:single|one|shared) softmax", 3), (r"equal mix", 2),
+         (r"local attention only|memory(?: attention)? only", 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
+         (r"\bfuses?\b|\bfusion\b|\bfusing\b", 1), (r"\bcombin(?:ation|es|ing|ed)\b", 1), (r"interpolat\w*", 1),
+         (r"\bsoftmax\b", 1)),
+        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?: attention)? only|memory(?: attention)? only",
+        gate_parse, "fixed_gate=X (X in [0, 1]), sigmoid(x), 'joint softmax', 'learned gate'",
+        open_choice("REMOVE of the learned gate leaves open what mixes memory and local attention instead: say a "
+                    "fixed gate value in [0, 1] (memory.combine = \"fixed\", memory.gate = X) or one joint softmax "
+                    "(memory.combine = \"joint\")"),
+        fixed({"memory.combine": "gate"}),
+        keywords=r"(?:gate|gating|gating value|constant|fixed(?: at)?|mix(?:ing)?(?: weight)?|value|weight|to|at|"
+                 r"=)\s*$", numeric=True),
+    Component(
+        "qk_norm", "key/query normalisation", ("memory.qk_norm", "model.qk_norm"),
+        ((r"\b(?:qk|q/k|q-k|k/q|key/query|query/key|key-query|query-key)[\s-]*(?:l2[\s-]*)?norm\w*", 3),
+         (r"\bnorm\w* (?:of|on|for) (?:the )?(?:keys? (?:and|&) quer(?:y|ies)|quer(?:y|ies) (?:and|&) keys?|q/k|qk|"
+          r"keys/queries|queries/keys|keys|queries)", 3),
+         (r"\bl2[\s-]*norm\w*", 3), (r"\bl2[\s-]*normali[sz]ed (?:keys|queries)", 3),
+         (r"\bcosine (?:attention|similarity)", 3), (r"(?:learned|learnable) temperature", 1),
+         (r"\bstale\w*|distributional shift|\bdrift\w*", 1)),
+        None, switch(qk_keys, "key/query normalisation"), "on/off",
+        lambda ctx: Parsed({k: False for k in qk_keys(ctx)}), lambda ctx: Parsed({k: True for k in qk_keys(ctx)})),
+    Component(
+        "search", "kNN search", ("memory.search", "memory.search_buckets", "memory.ivf_lists", "memory.ivf_probe"),
+        ((r"(?:knn|nearest[- ]neighbou?r|top[- ]?k|similarity|vector|memory|approximate|exact|retrieval|ann) "
+          r"(?:search|lookup)", 3), (r"(?:exact|approximate|approx\.?|bucketed|brute[- ]force) (?:top[- ]?k|knn|"
+                                     r"nearest[- ]neighbou?rs?|retrieval)", 3),
+         (r"search (?:method|algorithm|backend|back-end|mechanism|routine|index|strategy|procedure)", 3),
+         (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
+         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b", 2), (r"\bivf\b|inverted[- ]?file", 2),
+         (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
+        r"\bexact|brute|exhaustive|\bapprox|bucket|\bivf\b|inverted|\bfaiss\b|\blists\b|\bprobes?\b|\bflat\b",
+        search_parse, "exact (brute force), bucketed (approximate), ivf with N lists and P probes",
+        fixed({"memory.search": "exact"}),
+        open_choice("ADD of a kNN search does not say which: exact, bucketed (approximate) or ivf")),
+    Component(
+        "position_bias", "position bias for memory", ("memory.position_bias",),
+        ((r"\bposition(?:al)?[- ](?:bias|information|encoding|embedding|signal)s?", 3),
+         (r"\bpositions? (?:of|for) (?:the )?(?:retrieved |stored )?memor(?:y|ies)", 3), (r"memory positions?", 3),
+         (r"relative position", 2), (r"absolute position", 2), (r"\bt5\b", 1)),
+        r"\bt5\b|\brelative\b|\babsolute\b", bias_parse, "t5-relative, learned-absolute, none",
+        fixed({"memory.position_bias": "none"}),
+        open_choice("ADD of a memory position bias does not say which: t5-relative (T5-style relative distance "
+                    "between query and stored key) or learned-absolute (learned bias by the stored key's position)")),
+    Component(
+        "memory_size", "memory size", ("memory.size",),
+        ((r"memory (?:size|capacity)", 3), (r"size of (?:the )?(?:external |knn )?memory", 3),
+         (r"(?:memory|retrieval) pool", 3), (r"number of (?:\S+ ){0,3}?(?:entries|slots|stored (?:keys|memories))", 3),
+         (r"\bcapacity\b", 2), (r"entries per (?:head|lane)", 2), (r"\|m\|", 3),
+         (r"(?:bigger|larger|smaller|shorter|longer|big|small) (?:external |knn )?memory", 2), (r"memory length", 2),
+         (r"\b(?:halv|doubl|quarter|shrink|grow|enlarg|quadrupl)\w* (?:the )?(?:size of the )?(?:knn |external )?"
+          r"memory\b", 3),
+         (r"\bentries\b", 1), (r"\bcache\b", 1)),
+        r"\bentr(?:y|ies)\b|\bslots?\b|\|m\|", count("memory.size", "memory size", r"entr|token|slot|key|memor|pair"),
+        "a number of entries, e.g. 8192, 16K, 2^14, or halved / doubled",
+        open_choice("the memory size cannot be removed: REPLACE it with a number of entries, or REMOVE the kNN "
+                    "memory"),
+        open_choice("ADD to the memory size does not say how much: REPLACE it with a number of entries"),
+        units=r"entr(?:y|ies)|tokens?|slots?|keys|memories|(?:key[-, ]+value )?pairs", keywords=r"(?:size|capacity|"
+        r"memory of|memory|\|m\|)\s*(?:of|=|to|:)?\s*$", numeric=True),
+    Component(
+        "top_k", "number of retrieved neighbours (top-k)", ("memory.top_k",),
+        ((r"\btop[- _]?k\b", 3), (r"number of (?:retrieved |nearest |returned )?(?:" + NB + r"|retrieved (?:keys|"
+          r"memories|items))", 3), (NB + r" (?:per|for each|each) query", 3), (r"retrieval count", 3),
+         (r"(?:nearest[- ])?neighbou?r count", 3), (r"how many (?:nearest )?" + NB, 3), (r"\bk nearest", 2),
+         (NB + r" (?:retrieved|returned)", 3), (r"(?:fewer|more) " + NB, 3), (r"\bneighbou?rs?\b", 1),
+         (r"(?:fewer|more) retrieved (?:memories|keys|items)|retrieved (?:memories|keys) per query", 3)),
+        r"\bk\s*(?:=|:|∈)|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
+                                                                            r"neighbou?r|nearest|retriev|key"),
+        "a number of neighbours, e.g. 16",
+        open_choice("the number of retrieved neighbours cannot be removed: REPLACE it with a number, or REMOVE the "
+                    "kNN memory"),
+        open_choice("ADD to the number of neighbours does not say how many: REPLACE it with a number"),
+        units=r"(?:nearest )?neighbou?rs?|retrieved (?:keys|memories)", keywords=r"(?:\bk|top[- _]?k|neighbou?rs?)"
+        r"\s*(?:of|=|to|:|∈)?\s*$", numeric=True),
+    Component(
+        "memory_layers", "placement of the memory layer", ("memory.layers",),
+        ((r"memory layers\b", 3), (r"\b(?:which|what) layers?", 3), (r"(?:layer )?placement", 3),
+         (r"position of (?:the )?(?:single )?(?:knn )?memory layer", 3),
+         (r"memory layer (?:position|placement|location|index)", 3),
+         (r"(?:number of|more|extra|additional|second|two|three|several|multiple) (?:knn )?memory layers?", 3),
+         (r"memory (?:in|at|to|into) (?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"\b(?:move|moves|moved|moving) (?:the )?(?:\(?single\)? )?(?:knn )?memory", 3),
+         (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?(?:single\s+)?"
+          r"(?:knn\s+)?)?memory[- ]layer\b", 1), (r"\blayers?\b", 0.5)),
+        r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball layers\b|ℓ|\blayer\b", layers_parse,
+        "layer numbers (1-based), 'last', 'every layer'",
+        open_choice("the memory layers cannot be removed: REMOVE the kNN memory, or REPLACE the layers with others"),
+        open_choice("ADD of a memory layer does not say which layer: name it (e.g. 'layer 3')"),
+        keywords=r"(?:layers?|ℓ|l)\s*(?:=|:|∈)?\s*$", numeric=True),
+    Component(
+        "xl_cache", "Transformer-XL cache", ("model.xl_cache",),
+        ((r"(?:transformer[- ]?)?xl[- ]?(?:cache|memory|recurrence|state)", 3), (r"\btransformer[- ]xl\b", 2),
+         (r"recurren\w* (?:cache|memory|state)", 3), (r"segment[- ]level recurrence", 3),
+         (r"(?:segment|previous[- ]segment) cache", 3), (r"cache of (?:the )?previous segment", 3),
+         (r"\bmem[_ ]?len\b", 3), (r"\bxl\b", 2), (r"\brecurren\w*", 1), (r"previous segment", 1), (r"\bcache\b", 1),
+         (r"memory length", 2)),
+        None, count("model.xl_cache", "XL cache length", r"token", zero=True, off_means_zero=True),
+        "a number of tokens (0 = off)", fixed({"model.xl_cache": 0}), xl_add,
+        units=r"tokens?", keywords=r"(?:cache|xl|length)\s*(?:of|=|to|:)?\s*$", numeric=True),
+    Component(
+        "segment", "segment length (local context)", ("data.segment",),
+        ((r"segment (?:length|size)", 3), (r"context (?:window|length|size)", 3), (r"local context", 3),
+         (r"chunk (?:length|size)", 3), (r"(?:tokens|length) per (?:training )?segment", 3),
+         (r"sequence length", 3), (r"window (?:length|size)", 3), (r"(?:shorter|longer) (?:segments?|chunks?|context)",
+                                                                  3),
+         (r"\bsegments?\b", 1), (r"\bchunks?\b", 1), (r"\bwindow\b", 1)),
+        None, count("data.segment", "segment length", r"token"), "a number of tokens, e.g. 512",
+        open_choice("the segment cannot be removed: REPLACE it with a number of tokens"),
+        open_choice("ADD to the segment does not say how long: REPLACE it with a number of tokens"),
+        units=r"tokens?", keywords=r"(?:length|segment|segments|window|chunks?|context)\s*(?:of|=|to|:)?\s*$",
+        numeric=True),
+    Component(
+        "reset", "memory reset at document boundaries", ("memory.reset",),
+        ((r"(?:memory|per[- ]document|document) reset", 3), (r"\breset\w*", 2), (r"\bclear(?:s|ed|ing)?\b", 2),
+         (r"\bwip(?:e|es|ed|ing)\b|\bflush\w*|\bemptie[sd]\b|\bemptying\b", 2),
+         (r"across (?:\w+ )?(?:documents?|docs?|document boundar\w+)", 3), (r"between documents", 3),
+         (r"document boundar\w+", 2), (r"cross[- ]document", 3), (r"\bpersist\w*", 1), (r"per[- ]document", 1)),
+        None, switch(lambda ctx: ("memory.reset",), "the memory reset",
+                     extra_off=r"\bkeep\w* (?:\w+ ){0,2}(?:across|between)|\bpersist\w*|(?:not|never|no longer|"
+                               r"stop\w*) (?:be(?:ing)? )?(?:cleared|clearing|wiped|wiping|reset(?:ting)?|flush\w*|"
+                               r"emptied|emptying)",
+                     extra_on=r"\bclear(?:ed)? at (?:each|every)"),
+        "on/off", fixed({"memory.reset": False}), fixed({"memory.reset": True})),
+    Component(
+        "model", "model size", ("model.depth", "model.dim", "model.heads", "model.head_dim"),
+        ((r"model (?:size|scale|depth|width|dimension)", 3), (r"\bdepth\b", 3), (r"\bdeeper\b|\bshallower\b", 3),
+         (r"(?:number of |attention )heads", 3), (r"head (?:dim\w*|size)", 3),
+         (r"hidden (?:size|dim\w*)|d[_ ]?model|model dim\w*", 3), (r"\bwidth\b|\bwider\b|\bnarrower\b", 3),
+         (r"number of (?:transformer )?layers", 3), (r"(?:bigger|larger|smaller|deeper) (?:model|network|net)\b", 3),
+         (r"\bheads\b", 1)),
+        r"(?<![\w.])\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
+        "'24 layers', '16 heads of 64', 'width 2048'",
+        open_choice("the model cannot be removed"),
+        open_choice("ADD to the model does not say what: REPLACE its depth, width or heads with values"),
+        keywords=r"(?:depth|width|d[ _]?model|heads|layers)\s*(?:of|=|to|:)?\s*$", numeric=True),
+)
+BY_NAME = {c.name: c for c in COMPONENTS}
+
+
+def listing() -> str:
+    return "; ".join(f"{c.name} ({c.label})" for c in COMPONENTS)
