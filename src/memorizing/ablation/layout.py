@@ -36,7 +36,7 @@ FIELD_ROLES = {
                "config overrides", "arms", "with", "to"),
     "change": ("change", "changes", "what changes", "modification", "intervention", "procedure", "description",
                "details", "method", "implementation", "what to change", "proposal", "treatment",
-               "ablation details", "plan", "design", "setup", "configuration change", "experiment setup"),
+               "ablation details", "setup", "configuration change", "experiment setup"),
     "metrics": ("metric", "metrics", "evaluation", "measure", "measures", "measured by", "eval", "report",
                 "metric(s)", "evaluate", "evaluation metric", "evaluation metrics"),
     "notes": ("hypothesis", "rationale", "motivation", "expected outcome", "expected outcomes", "expected result",
@@ -216,10 +216,26 @@ def _is_bold_marker(raw: str) -> bool:
 
 
 # ---- fields -----------------------------------------------------------------------------------------------------
-def field_role(name: str) -> str | None:
+HEAD_WORDS = {"component": "part", "part": "part", "module": "part", "target": "part", "action": "action",
+              "operation": "action", "replacement": "values", "replacements": "values", "values": "values",
+              "value": "values", "variant": "values", "variants": "values", "setting": "values",
+              "settings": "values", "option": "values", "options": "values", "change": "change",
+              "changes": "change", "intervention": "change", "modification": "change", "metric": "metrics",
+              "metrics": "metrics", "hypothesis": "notes", "rationale": "notes", "notes": "notes", "note": "notes",
+              "expected": "notes", "motivation": "notes"}
+
+
+def field_role(name: str, exact: bool = False) -> str | None:
+    """The role of a field name: exact names first, then (unless `exact`) the name's first or last word
+    ('Target module', 'Variant 1', 'Proposed change', 'Evaluation metric')."""
     key = re.sub(r"[*_:]", " ", name).strip().lower()
     key = re.sub(r"\s+", " ", key)
-    return ROLE_OF.get(key)
+    if key in ROLE_OF or exact:
+        return ROLE_OF.get(key)
+    parts = re.findall(r"[a-z]+", key)
+    if not parts or len(parts) > 3:
+        return None
+    return HEAD_WORDS.get(parts[-1]) or HEAD_WORDS.get(parts[0])
 
 
 def _inline_field_names() -> str:
@@ -633,6 +649,33 @@ def _paragraph_sections(body: list[Entry]) -> list[Section]:
     return sections
 
 
+ENUMERATOR = re.compile(r"(?:^|(?<=[\s,;:]))\((?:\d{1,2}|[ivx]{1,4}|[a-h])\)\s+|(?:^|(?<=[.;!?]\s))(?:first|second|"
+                        r"third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|then|finally|lastly|last)\b,?\s+",
+                        re.I)
+
+
+def _enumerated_sections(body: list[Entry]) -> list[Section]:
+    """A paragraph that lists ablations inline: '(1) remove the memory, (2) ...' or 'First, ... Second, ...'."""
+    sections = []
+    paragraph: list[Entry] = []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind == "text":
+            paragraph.append(e)
+            continue
+        text = " ".join(p.text for p in paragraph)
+        marks = list(ENUMERATOR.finditer(text))
+        if len(marks) >= 2:
+            for k, m in enumerate(marks):
+                end = marks[k + 1].start() if k + 1 < len(marks) else len(text)
+                chunk = re.sub(r"(?:[,;]\s*|\s+)(?:and|or)?\s*$", "", text[m.end():end].strip()).strip(" ,;.")
+                if chunk:
+                    section = Section(title=_first_clause(chunk)[:80], line=paragraph[0].number)
+                    section.add("prose", chunk)
+                    sections.append(section)
+        paragraph = []
+    return sections
+
+
 def _bold_lead_sections(body: list[Entry]) -> list[Section]:
     """Paragraphs that open with a bold title, '**A. Retrieval count.** Replace k by ...'."""
     sections = []
@@ -665,7 +708,12 @@ def find_sections(lines: list[Line]) -> list[Section]:
         body = all_entries[i + 1:end]
         body = body[:next((j for j, e in enumerate(body) if e.kind == "rule"), len(body))]
         if nxt is not None and nxt.level > heading.level:
+            fielded = _field_headings(all_entries, headings, k)
+            if fielded is not None:
+                sections.append(fielded)
             continue  # a heading with sub-headings holds them, not an ablation
+        if field_role(heading.text, exact=True) in ("part", "action", "values", "change", "metrics", "notes"):
+            continue  # '#### Action': a field of the ablation above it (see _field_headings)
         if is_aside_title(heading.text):
             asides.append(body)
         elif is_container_title(heading.text) and not _has_own_fields(body) and _sections_in_free_region(body):
@@ -675,6 +723,30 @@ def find_sections(lines: list[Line]) -> list[Section]:
     for region in [preamble] + asides if not sections else []:
         sections += _sections_in_free_region(region)
     return [s for s in sections if not _is_aside_section(s)]
+
+
+def _field_headings(all_entries: list[Entry], headings: list[int], k: int) -> Section | None:
+    """An ablation whose fields are sub-headings ('#### Component', '#### Action', '#### Values'), or None.
+    The sub-headings are then skipped as sections (they have field names, which no ablation title is)."""
+    heading = all_entries[headings[k]]
+    children = []
+    for j in headings[k + 1:]:
+        if all_entries[j].level <= heading.level:
+            break
+        children.append(j)
+    roles = [field_role(all_entries[j].text, exact=True) for j in children]
+    if not children or not all(roles) or not any(r in ("part", "action", "values", "change") for r in roles):
+        return None
+    section = Section(title=strip_number(heading.text), line=heading.number)
+    for j, role in zip(children, roles):
+        end = next((i for i in headings if i > j), len(all_entries))
+        body = [e for e in all_entries[j + 1:end] if e.kind not in ("blank", "rule")]
+        if role == "values" and len(body) > 1:
+            for e in body:
+                section.add("values", e.text)
+        else:
+            _add_field(section, role, " ".join(e.text for e in body))
+    return section
 
 
 def _is_aside_section(section: Section) -> bool:
@@ -699,7 +771,7 @@ def _sections_in_free_region(body: list[Entry]) -> list[Section]:
         if bold and len(bold) >= len(tops):
             return bold
         return _items_to_sections(body, tops)
-    return _bold_lead_sections(body) or _paragraph_sections(body)
+    return _bold_lead_sections(body) or _paragraph_sections(body) or _enumerated_sections(body)
 
 
 def json_sections(text: str) -> list[Section] | None:

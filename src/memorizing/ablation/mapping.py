@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from memorizing.ablation.layout import Section
 from memorizing.ablation.missing import find_missing
 from memorizing.ablation.registry import (BY_NAME, COMPONENTS, MULTIPLIER, Component, Context, Parsed, listing,
-                                         outside_parens)
+                                         outside_parens, relative_factor)
 from memorizing.ablation.values import (CLAUSE_EDGE, Item, is_baseline_sentence, is_kept, numbers, sentences,
-                                        split_values, without_references, words)
+                                        split_values, without_baseline_clauses, without_references, words)
 from memorizing.config import Config, ConfigError
 
 REASONS = ("not-available", "equals-baseline", "ambiguous", "unknown", "invalid")
@@ -88,8 +88,10 @@ def differences(baseline: Config, config: Config) -> dict:
 
 
 # ---- 1. config keys written literally --------------------------------------------------------------------------------
-LITERAL = re.compile(r"(?<![\w.])(?P<key>(?:model|memory|data|train)\.[A-Za-z_]\w*)\s*=\s*"
+LITERAL = re.compile(r"(?<![\w.])(?P<key>(?:model|memory|data|train)\.[A-Za-z_]\w*)\s*(?:=|:|\s to\s)\s*"
                      r"(?P<value>\"[^\"]*\"|'[^']*'|\[[^\]]*\]|[^\s,;)`]+)")
+LITERAL_SET = re.compile(r"(?<![\w.])(?P<key>(?:model|memory|data|train)\.[A-Za-z_]\w*)\s*(?:∈|\bin\b)\s*"
+                         r"[{\[](?P<values>[^{}\[\]]+)[}\]]")
 
 
 def literal_value(raw: str):
@@ -102,23 +104,29 @@ def literal_value(raw: str):
 
 def literal_variants(section: Section) -> list[tuple[str, dict]] | Refusal | None:
     """`memory.top_k=8` / `memory.top_k=128` -> two variants; keys on one line, or not repeated, form one."""
-    text = without_references(section.text())
-    found = list(LITERAL.finditer(text))
-    if not found:
+    said = [without_baseline_clauses(s) for s in sentences(section.text()) if not is_baseline_sentence(s)]
+    text = without_references("\n".join(said))
+    pairs = []
+    for m in LITERAL_SET.finditer(text):  # memory.size ∈ {4096, 16384}: one variant per value
+        pairs += [(m["key"], v.strip(), f"{m['key']}={v.strip()}") for v in re.split(r"[,;]", m["values"])
+                  if v.strip()]
+    text = LITERAL_SET.sub(" ", text)
+    pairs += [(m["key"], m["value"], m.group(0).strip()) for m in LITERAL.finditer(text)]
+    if not pairs:
         return None
     variants, current, names = [], {}, []
-    for m in found:
-        key, value = m["key"], literal_value(m["value"])
+    for key, raw, said in pairs:
+        value = literal_value(raw)
         try:
             Config().set(key, value)
         except ConfigError as e:
             reason = "unknown" if "unknown config key" in str(e) else "invalid"
-            return Refusal(reason, f"config key {m.group(0)!r}: {e}")
+            return Refusal(reason, f"config key {said!r}: {e}")
         if key in current:
             variants.append((", ".join(names), current))
             current, names = {}, []
         current[key] = value
-        names.append(m.group(0).strip())
+        names.append(said)
     variants.append((", ".join(names), current))
     return variants
 
@@ -306,9 +314,13 @@ def infer_action(section: Section) -> tuple[str | None, str]:
 
 
 # ---- 5. values --------------------------------------------------------------------------------------------------------
+PART_VALUES = re.compile(r"\(\s*(?:try|trying|test|testing|sweep|values?:?|vary|varied|use|→|->)\s+([^()]+)\)", re.I)
+
+
 def explicit_items(section: Section) -> list[Item]:
+    """The values the section lists: its value fields, or values its part names ('top-k (try 8 and 64)')."""
     items = []
-    for value in section.values:
+    for value in section.values or PART_VALUES.findall(section.part):
         items += split_values(value)
     return items
 
@@ -320,10 +332,12 @@ def free_targets(section: Section) -> list[str]:
     replaced = re.search(r"\breplaced\s+(?:by|with)\s+(.+)$", section.part, re.I)
     if replaced:
         sources.append(replaced[1])
+
     sources.append(section.prose)
     for source in sources:
         for sentence in sentences(source or ""):
-            if is_baseline_sentence(sentence):
+            sentence = without_baseline_clauses(sentence)
+            if not sentence.strip() or is_baseline_sentence(sentence):
                 continue
             target = target_of(sentence)
             if target.strip(" ;,"):
@@ -399,6 +413,8 @@ def _cued(component: Component, text: str) -> bool:
     t = words(text)
     if not numbers(t):
         return bool(component.cue and re.search(component.cue, t))
+    if isinstance(relative_factor(t), float):
+        return True  # 'by a factor of 4', '4x smaller' 
     for n in numbers(t):
         after, before = t[n.end:].strip(), t[:n.start]
         if component.units and re.match(rf"(?:{component.units})\b", after):
@@ -439,6 +455,9 @@ def resolve_section(section: Section, baseline: Config) -> Resolution:
     items = explicit_items(section)
     targets = free_targets(section)
     action, said = read_action(section, items)
+    both = conjoined(section) if action == "REMOVE" and not items else []
+    if both:
+        return _remove_both(r, both, baseline)
     if action == "REMOVE":
         items = [i for i in items if not PLACEHOLDER.match(i.text)]
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
@@ -465,6 +484,48 @@ def resolve_section(section: Section, baseline: Config) -> Resolution:
 
 PLACEHOLDER = re.compile(r"^\s*(?:n/?a|none|nothing|-|–|—|off|removed?|disabled?|no replacement|not applicable|"
                          r"\(none\)|nil|null|0)\s*$", re.I)
+
+
+CONJOINED = re.compile(
+    r"\b(?:remov\w*|no|without|disabl\w*|drop\w*|turn\w* off|switch\w* off|ablat\w*)\s+(?:both\s+)?"
+    r"(?P<x>[^,;.()]{2,40}?)\s+(?:and|&|plus|as well as)\s+(?:also\s+)?(?:no\s+|without\s+)?"
+    r"(?P<y>[^,;.()]{2,40}?)(?=$|[,;.()]|\s+(?:to|so|in|from|for|at)\b)")
+
+
+def conjoined(section: Section) -> list[Component]:
+    """'Remove the kNN memory and the XL cache': the two components a REMOVE names together, or []."""
+    for source in (section.title, section.part, section.change, section.prose):
+        for m in CONJOINED.finditer(words(blank_kept(source or ""))):
+            named = [_strongest(m["x"]), _strongest(m["y"])]
+            if all(named) and named[0] is not named[1]:
+                return named
+    return []
+
+
+def _strongest(fragment: str) -> Component | None:
+    scores: dict[str, float] = {}
+    for h in phrase_hits(Section(title=fragment, line=0)):
+        scores[h.component] = scores.get(h.component, 0) + h.weight
+    best = max(scores.values(), default=0)
+    top = [n for n, v in scores.items() if v == best]
+    return BY_NAME[top[0]] if best >= 1 and len(top) == 1 else None
+
+
+def _remove_both(r: Resolution, both: list[Component], baseline: Config) -> Resolution:
+    """One variant without both things a REMOVE names; refused when one of them has no REMOVE setting."""
+    ctx = Context(baseline, scope=words(blank_kept(r.section.text())), action="REMOVE")
+    changes = {}
+    for c in both:
+        parsed = c.remove(ctx)
+        if parsed.changes is None:
+            r.refusal = Refusal("ambiguous", _ambiguous(f"the section removes {both[0].label} and {both[1].label} "
+                                                        f"together, and {parsed.problem}"))
+            return r
+        changes.update(parsed.changes)
+    r.component, r.action = both[0], "REMOVE"
+    r.evidence = [f"REMOVE names {both[0].label} and {both[1].label} together: one variant without both"]
+    r.variants = [Variant(f"no {both[0].name}, no {both[1].name}", r.section.title, None, changes)]
+    return _finish(r, baseline)
 
 
 def _cued_any(text: str) -> bool:

@@ -72,6 +72,10 @@ MISSING = (
                r"through)\b[^.;]{0,10}\bmemor|\b(?:do not|don't|not|never|without) detach\w*|\bdifferentiable "
                r"memory\b|\bnon-?detached\b"),
             "none: stored keys and values are detached, as in the paper"),
+    Missing("a different model size in the memory layer alone (heads, width)",
+            _p(r"\b(?:heads|width|head dim\w*|hidden size)\b[^.;]{0,25}\b(?:in|of|for) (?:the )?(?:knn )?"
+               r"memory layer\b|\bmemory[- ](?:layer )?heads\b"),
+            "model.heads, model.head_dim and model.dim, which change every layer"),
     Missing("dropout", _p(r"\bdropout\b"), TRAINING_NEAREST),
     Missing("the optimiser (optimizer)", _p(r"\boptimi[sz]er\b|\badamw?\b|\badafactor\b|\bsgd\b|\blion\b"),
             TRAINING_NEAREST),

@@ -166,8 +166,18 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
     def parse(item: Item, ctx: Context) -> Parsed:
         text = re.sub(r"\btop[-_](?=\d)", "top ", item.text, flags=re.I)  # 'top-64' is k = 64
         out = outside_parens(text)
-        nums = numbers(out)
         t = words(out)
+        factor = relative_factor(t, ctx.scope)
+        if re.search(r"\bby\s+\d", t) or factor == "unclear":
+            return Parsed(problem=f"value {text!r} gives a change, not the new {label}: give the value itself")
+        if isinstance(factor, float):
+            out, t = MULTIPLIER.sub(" ", re.sub(r"(?:by )?a factor of \d+(?:\.\d+)?", " ", out)), ""
+            section, name = key.split(".")
+            value = getattr(getattr(ctx.baseline, section), name) * factor
+            if numbers(out) or value != int(value) or value < 1:
+                return Parsed(problem=f"value {text!r} does not give a whole {label}")
+            return Parsed({key: int(value)})
+        nums = numbers(out)
         if not nums:
             m = MULTIPLIER.search(t)
             if m and multipliers:
@@ -203,6 +213,22 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
     return parse
 
 
+def relative_factor(text: str, scope: str = "") -> float | str | None:
+    """'by a factor of 4' with 'reduce' (in the value or its section) is 1/4, with 'increase' 4; '4x smaller' is
+    1/4; None when the value gives no factor, 'unclear' when it gives one without a direction."""
+    m = re.search(r"\bfactor of\s+(\d+(?:\.\d+)?)|(?<![\w.])(\d+(?:\.\d+)?)\s*[x×]\s+(smaller|larger|bigger|"
+                  r"fewer|more|less|shorter|longer)\b", text)
+    if not m:
+        return None
+    n = float(m[1] or m[2])
+    where = m[3] or f"{text} {scope}"
+    down = re.search(r"\b(?:reduc|decreas|shrink|lower|cut|divid|smaller|fewer|less|shorter)\w*", where)
+    up = re.search(r"\b(?:increas|grow|enlarg|rais|multipl|larger|bigger|more|longer)\w*", where)
+    if bool(down) == bool(up) or n <= 0:
+        return "unclear"
+    return 1 / n if down else n
+
+
 def units_hint(units: str) -> str:
     return "e.g. 8192, 16K, 2^14" if "entr" in units else "e.g. 256 tokens" if "token" in units else "e.g. 16"
 
@@ -235,6 +261,8 @@ def gate_parse(item: Item, ctx: Context) -> Parsed:
         values.append(0.0)
     if re.search(r"memory(?: attention)? only|only (?:the )?memory|local (?:output |attention )?ignored", t):
         values.append(1.0)
+    if not values and re.search(r"\binitial\w*|\binit\b|\bat (?:its )?start", t):
+        values.append(0.5)  # the learned gate starts at sigmoid(0)
     if not values:
         if re.search(r"\blearn\w*|\btrain(?:ed|able)\b|per-head gate|paper", t) and not OFF.search(out):
             return Parsed({"memory.combine": "gate"})
@@ -320,11 +348,21 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
     text = item.text
     t = words(outside_parens(text))
     depth = ctx.baseline.model.depth
+    if re.search(r"\bevery (?:other|second|third|\d+(?:st|nd|rd|th)?)\b|\balternat\w*|\bexcept\b|\bbut (?:the|layer)|"
+                 r"\bother than\b|\bapart from\b|\bhalf of\b|\b(?:upper|lower|top|bottom) half\b", t):
+        return Parsed(problem=f"value {text!r} does not list the layers: name them (e.g. 'layers 2, 4 and 6')")
+    span = re.search(r"\b(last|final|top|first|bottom|lowest)\s+(\d+|two|three|four|five|six)\s+(?:\w+\s+)?layers\b", t)
+    if span:
+        n = int(span[2]) if span[2].isdigit() else ["two", "three", "four", "five", "six"].index(span[2]) + 2
+        if not 1 <= n <= depth:
+            return Parsed(problem=f"value {text!r}: the model has {depth} layers")
+        first = span[1] in ("first", "bottom", "lowest")
+        return Parsed({"memory.layers": list(range(1, n + 1)) if first else list(range(depth - n + 1, depth + 1))})
     if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
         return Parsed({"memory.layers": list(range(1, depth + 1))})
     if re.search(r"\b(?:last|final|top(?:most)?)\b", t) and not numbers(t):
         return Parsed({"memory.layers": [depth]})
-    if re.search(r"\bfirst\b", t) and not numbers(t):
+    if re.search(r"\b(?:first|bottom|lowest)\b", t) and not numbers(t):
         return Parsed({"memory.layers": [1]})
     if re.search(r"(?<![\w.])\d+\s+(?:\w+\s+)?layers\b|\b(?:two|three|four|several|multiple)\s+(?:\w+\s+)?layers\b",
                  t) and not re.search(r"\blayers\s+\d", t):
@@ -358,7 +396,8 @@ MODEL_DIMS = (
 )
 MODEL_NAMES = {"model.depth": r"\bdepth\b|\bdeeper\b|\bshallower\b|number of (?:transformer )?layers",
                "model.heads": r"\bheads\b", "model.head_dim": r"head (?:dim\w*|size)",
-               "model.dim": r"\bwidth\b|\bwider\b|\bnarrower\b|d[ _]?model|hidden (?:size|dim)|model dim"}
+               "model.dim": r"(?<!ffn )(?<!mlp )(?:\bwidth\b|\bwider\b|\bnarrower\b|d[ _]?model|hidden (?:size|dim)|"
+                            r"model dim)"}
 
 
 def model_parse(item: Item, ctx: Context) -> Parsed:
@@ -374,9 +413,16 @@ def model_parse(item: Item, ctx: Context) -> Parsed:
     if not changes:
         nums = numbers(t)
         named = [k for k, rx in MODEL_NAMES.items() if re.search(rx, ctx.part)]
+        factor = MULTIPLIER.search(t)
         if len(nums) == 1 and nums[0].integer and len(named) == 1:
             changes[named[0]] = nums[0].integer
             used.append(nums[0].value)
+        elif not nums and factor and len(named) == 1:  # 'halved' of the one dimension the part names
+            section, name = named[0].split(".")
+            value = getattr(getattr(ctx.baseline, section), name) * (
+                MULTIPLIER_WORDS.get(factor["word"] or "") or float(factor["a"] or factor["b"]))
+            if value == int(value) and value >= 1:
+                changes[named[0]] = int(value)
         else:
             return Parsed(problem=f"value {text!r} does not say which dimension of the model changes: give e.g. "
                                   f"'24 layers', '16 heads of 64' or 'width 2048' (model.depth, model.heads, "
@@ -489,14 +535,15 @@ COMPONENTS = (
         r"\s*(?:of|=|to|:|∈)?\s*$", numeric=True),
     Component(
         "memory_layers", "placement of the memory layer", ("memory.layers",),
-        ((r"memory layers\b", 3), (r"\b(?:which|what) layers?", 3), (r"(?:layer )?placement", 3),
+        ((r"(?<!non-)memory layers\b", 3), (r"\b(?:which|what) layers?", 3), (r"(?:layer )?placement", 3),
          (r"position of (?:the )?(?:single )?(?:knn )?memory layer", 3),
          (r"memory layer (?:position|placement|location|index)", 3),
          (r"(?:number of|more|extra|additional|second|two|three|several|multiple) (?:knn )?memory layers?", 3),
-         (r"memory (?:in|at|to|into) (?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"memory (?:in|at|to|into|from|out of) (?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"\b(?:put|place|insert)\w*\b[^.;]{0,30}\blayers? \d", 3),
          (r"\b(?:move|moves|moved|moving) (?:the )?(?:\(?single\)? )?(?:knn )?memory", 3),
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?(?:single\s+)?"
-          r"(?:knn\s+)?)?memory[- ]layer\b", 1), (r"\blayers?\b", 0.5)),
+          r"(?:knn\s+)?|non-)?memory[- ]layer\b", 1), (r"\blayers?\b", 0.5)),
         r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball layers\b|ℓ|\blayer\b", layers_parse,
         "layer numbers (1-based), 'last', 'every layer'",
         open_choice("the memory layers cannot be removed: REMOVE the kNN memory, or REPLACE the layers with others"),
@@ -531,7 +578,9 @@ COMPONENTS = (
          (r"across (?:\w+ )?(?:documents?|docs?|document boundar\w+)", 3), (r"between documents", 3),
          (r"document boundar\w+", 2), (r"cross[- ]document", 3), (r"\bpersist\w*", 1), (r"per[- ]document", 1)),
         None, switch(lambda ctx: ("memory.reset",), "the memory reset",
-                     extra_off=r"\bkeep\w* (?:\w+ ){0,2}(?:across|between)|\bpersist\w*|(?:not|never|no longer|"
+                     extra_off=r"\bkeep\w* (?:\w+ ){0,2}(?:across|between)|\bpersist\w*|\bcarr\w* over|"
+                               r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents|"
+                               r"\bcross-document|(?:not|never|no longer|"
                                r"stop\w*) (?:be(?:ing)? )?(?:cleared|clearing|wiped|wiping|reset(?:ting)?|flush\w*|"
                                r"emptied|emptying)",
                      extra_on=r"\bclear(?:ed)? at (?:each|every)"),
@@ -540,7 +589,9 @@ COMPONENTS = (
         "model", "model size", ("model.depth", "model.dim", "model.heads", "model.head_dim"),
         ((r"model (?:size|scale|depth|width|dimension)", 3), (r"\bdepth\b", 3), (r"\bdeeper\b|\bshallower\b", 3),
          (r"(?:number of |attention )heads", 3), (r"head (?:dim\w*|size)", 3),
-         (r"hidden (?:size|dim\w*)|d[_ ]?model|model dim\w*", 3), (r"\bwidth\b|\bwider\b|\bnarrower\b", 3),
+         (r"(?P<skip>\b(?:ffn|feed[- ]?forward|mlp|fc|intermediate|inner|hidden layer of the)\s+)?(?:hidden (?:size|"
+          r"dim\w*)|d[_ ]?model|model dim\w*|(?:\bwidth\b|\bwider\b|\bnarrower\b|\bwiden\w*)(?!\s+(?:of\s+)?"
+          r"(?:the\s+)?(?:ffn|feed[- ]?forward|mlp)))", 3),
          (r"number of (?:transformer )?layers", 3), (r"(?:bigger|larger|smaller|deeper) (?:model|network|net)\b", 3),
          (r"\bheads\b", 1)),
         r"(?<![\w.])\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,

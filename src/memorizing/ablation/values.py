@@ -33,6 +33,17 @@ class Num:
         return int(self.value) if self.value == int(self.value) and math.isfinite(self.value) else None
 
 
+def with_suffix(value: float, suffix: str) -> float:
+    """16K = 16384 (K is 1024, as in the spec); 65K, 131K, 262K: the power of two that papers write that way."""
+    scale = 1024 if suffix == "k" else 1024 * 1024
+    exact = value * scale
+    if exact == int(exact) and int(exact) & (int(exact) - 1) == 0:
+        return exact
+    decimal = value * (1000 if suffix == "k" else 1000 ** 2)
+    power = 2 ** round(math.log2(decimal)) if decimal > 0 else 0
+    return float(power) if power and abs(power - decimal) <= 0.01 * power else exact
+
+
 def numbers(text: str) -> list[Num]:
     """Every number of `text` with its position; names such as T5, L2 or PG-19 are not numbers."""
     out = []
@@ -46,7 +57,7 @@ def numbers(text: str) -> list[Num]:
             if power:
                 value = value ** int(power)
             if m["suffix"]:
-                value *= {"k": 1024, "m": 1024 * 1024}[m["suffix"].lower()]
+                value = with_suffix(value, m["suffix"].lower())
         except (OverflowError, ValueError):
             continue
         if not math.isfinite(value):
@@ -74,7 +85,8 @@ KEPT = re.compile(
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
-                         r"\bprevious documents\b|\bearlier documents\b")
+                         r"\bprevious documents\b|\bearlier documents\b|\b(?:keep|keeps|keeping|retain\w*)\s+(?:only|just|"
+                         r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)")
 BASELINE_SENTENCE = re.compile(
     r"\b(?:the )?baseline(?:'s)? (?:uses|has|retrieves|keeps|is|clears|searches|stores|puts|mixes|places)\b|"
     r"^\s*(?:currently|normally|by default|today|at present|at the moment|right now|in the paper|as in the paper|"
@@ -82,6 +94,7 @@ BASELINE_SENTENCE = re.compile(
     r"\bthe paper (?:uses|has|retrieves|places|puts)\b|\bis a fifo\b|\bdefault is\b")
 REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compared (?:to|with)|unlike)\b[^,;()]*|"
+    r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
     r"\bvs\.?\s+(?:the\s+)?(?:baseline|paper|current|default)\b[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
     r"\((?:[^()]*\b(?:baseline|currently|current|paper|default|originally|today)\b[^()]*)\)|"
@@ -120,6 +133,12 @@ def sentences(text: str) -> list[str]:
     """`text` cut into sentences (not after abbreviations such as 'approx.', 'e.g.', 'vs.')."""
     parts = re.split(r"(?<=[a-z0-9)\]])" + ABBREVIATION + r"[.!?](?:\s+|$)|\n", text)
     return [s.strip() for s in parts if s and s.strip()]
+
+
+def without_baseline_clauses(sentence: str) -> str:
+    """A sentence without its clauses that describe the baseline ('the paper uses k = 32; we use 8')."""
+    parts = re.split(r"(;\s*|,\s+(?:while|whereas|but|and)\s+|\s+(?:while|whereas)\s+)", sentence)
+    return "".join(p for p in parts if not is_baseline_sentence(p) or re.fullmatch(r"[;,\s\w]*?", p) and len(p) < 12)
 
 
 def is_baseline_sentence(sentence: str) -> bool:
