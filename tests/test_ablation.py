@@ -196,6 +196,7 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     assert report["variants"][1]["config_changes"] == {"memory.size": 64}
     markdown = (tmp_path / "full" / "report.md").read_text()
     assert "## Memory size" in markdown and "ppl-memory-size.png" in markdown
+    assert "- 64: memory of 64 entries per lane and head (baseline 256)" in markdown
     assert (tmp_path / "full" / "ppl-memory-size.png").stat().st_size > 1000
 
     # Interrupted study: drop the last two ledger lines and tear the one before; a rerun redoes just those.

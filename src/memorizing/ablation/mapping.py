@@ -578,7 +578,8 @@ def _ambiguous(detail: str) -> str:
 
 def _not_available(found, also: str = "") -> Refusal:
     names = [f.missing.name for f in found]
-    nearest = "; ".join(dict.fromkeys(f"for {f.missing.name}: {f.missing.nearest}" for f in found))
+    nearest = found[0].missing.nearest if len(found) == 1 else \
+        "; ".join(dict.fromkeys(f"for {f.missing.name}: {f.missing.nearest}" for f in found))
     said = ", ".join(repr(f.words) for f in found)
     verb = "is" if len(names) == 1 else "are"
     return Refusal("not-available", f"{' and '.join(names)} {verb} not available in this model (the plan says "

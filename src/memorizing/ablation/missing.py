@@ -5,7 +5,7 @@ never mapped onto something else."""
 import re
 from dataclasses import dataclass
 
-from memorizing.ablation.values import REFERENCE, clauses, is_kept, words
+from memorizing.ablation.values import REFERENCE, clauses, is_kept
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def find_missing(text: str) -> list[Found]:
     what something replaces ('instead of X'), does not count."""
     found, seen = [], set()
     active = " ; ".join(REFERENCE.sub(" ", c) for c in clauses(text) if not is_kept(c))  # is_kept ignores refs
-    active = words(active)
+    active = re.sub(r"\s+", " ", re.sub(r"[*`]", "", active))  # the plan's own words, in its own case
     local = MISSING[0].pattern.search(active)
     for missing in MISSING:
         m = missing.pattern.search(active)
