@@ -22,7 +22,8 @@ values = st.one_of(st.integers(-10 ** 12, 10 ** 12), st.floats(allow_nan=True), 
 
 
 TINY = Config.from_dict({"model": {"depth": 2}, "memory": {"layers": "last"}})
-PLAN_WORDS = st.sampled_from(["###", "- **Action**: REMOVE", "REPLACE", "ADD", "**Ablated Part**:", "Values:", "|", "1.",
+PLAN_WORDS = st.sampled_from(["###", "- **Action**: REMOVE", "REPLACE", "ADD", "**Ablated Part**:", "Values:", "|",
+                              "1.",
                               "kNN memory", "gate", "top-k", "16K", "2^14", "k=8", "layer 3", "exact", "IVF", "HNSW",
                               "→", "{4, 16}", "instead of 32", "(baseline)", "\n", "\n\n", "  - ", "<td>", "**", ":"])
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from memorizing import preset
-from memorizing.ablation.mapping import REASONS, apply_changes, effective, resolve
+from memorizing.ablation.configs import apply_changes, effective
+from memorizing.ablation.mapping import REASONS, resolve
 from memorizing.ablation.plan import Plan, parse_markdown, parse_toml, resolved_toml
 
 PLANS = sorted((Path(__file__).parent / "plans").glob("*.md"))

@@ -1,15 +1,17 @@
 """Plan layout: from the text people and planners write to a list of sections.
 
 What this module knows is the *shape* of a plan, not its meaning. Accepted, and mixed freely:
-- Markdown headings of any level; a heading with sub-headings, or titled like "Ablation plan" or "Reasoning
-  trace", is a container, not a section;
+- Markdown headings of any level; a heading with sub-headings, or titled like "Ablation plan", holds sections;
+  one titled like an aside ("Reasoning trace", "Summary", "Baseline") is read only when nothing else is;
 - bullet (`-`, `*`, `+`, `•`) and numbered (`1.`, `1)`, `A1.`, `(a)`) items, nested by indentation, as sections
-  or as values;
+  or as values; task-list boxes (`- [ ]`);
 - fields as `**Ablated Part**: ...`, `Component: ...`, `**Values:**` followed by a list, or inline on one line
-  (`Component: x; Action: REPLACE; Values: a, b`, `Title — REPLACE — values`, `Title → values`);
+  (`Component: x; Action: REPLACE; Values: a, b`, `Title — REPLACE — values`, `Title → values`,
+  `Title: values`), or as sub-headings (`#### Action`);
 - Markdown and HTML tables with one ablation per row;
-- bold-lead paragraphs (`**A. Title.** prose`), plain prose paragraphs under a heading, YAML-like lists
-  (`- name: ...`);
+- bold-lead paragraphs (`**A. Title.** prose`), paragraphs of field lines, paragraphs that enumerate ablations
+  (`(1) ..., (2) ...`, `First, ... Second, ...`), plain prose under a heading;
+- YAML-like (`- name: ...`) and JSON lists;
 - HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code.
 
 Each section keeps its title, the line where it starts, and its text sorted by role: what is ablated (`part`),
@@ -17,37 +19,13 @@ the action, the values as written, the change described, free prose, and notes (
 used to decide anything).
 """
 
-import html
 import json
 import re
 from dataclasses import dataclass, field
 
-# ---- field names ---------------------------------------------------------------------------------------------
-# Every field name a plan may use, by the role it plays. Names are compared lowercased, without '*', '_' and ':'.
-FIELD_ROLES = {
-    "title": ("name", "title", "id", "ablation", "experiment", "ablation name", "ablation id", "study"),
-    "part": ("ablated part", "ablated component", "component", "part", "what", "ablated what", "ablated module", "module", "target",
-             "ablation target", "ablated", "what is ablated", "subject", "ablated element", "element",
-             "mechanism", "ablated mechanism", "feature", "ablated feature"),
-    "action": ("action", "action/operation", "operation", "action type", "type", "op", "kind", "how"),
-    "values": ("replacement", "replacements", "values", "value", "variants", "variant", "setting", "settings",
-               "options", "replace with", "new value", "new values", "alternatives", "candidates", "sweep",
-               "grid", "levels", "conditions", "override", "overrides", "config", "config override",
-               "config overrides", "arms", "with", "to"),
-    "change": ("change", "changes", "what changes", "modification", "intervention", "procedure", "description",
-               "details", "method", "implementation", "what to change", "proposal", "treatment",
-               "ablation details", "setup", "configuration change", "experiment setup"),
-    "metrics": ("metric", "metrics", "evaluation", "measure", "measures", "measured by", "eval", "report",
-                "metric(s)", "evaluate", "evaluation metric", "evaluation metrics"),
-    "notes": ("hypothesis", "rationale", "motivation", "expected outcome", "expected outcomes", "expected result",
-              "expected results", "expectation", "expectations", "notes", "note", "why", "purpose", "summary",
-              "goal", "goals", "question", "risk", "risks", "cost", "seeds", "priority", "baseline", "compute",
-              "budget", "reasoning", "justification", "prediction", "predicted effect", "expected effect",
-              "expected impact", "comment", "comments", "remark", "remarks", "reference", "references", "status",
-              "owner", "duration", "runs", "control", "controls", "expected", "outcome", "result", "results",
-              "why it matters", "predicted outcome", "success criterion", "success criteria", "dependencies"),
-}
-ROLE_OF = {name: role for role, names in FIELD_ROLES.items() for name in names}
+from memorizing.ablation.fields import field_role, split_inline
+from memorizing.ablation.markup import Line, clean
+
 
 # Headings and sections that hold no ablation: asides (read only when a plan has nothing else), and lists of
 # ablations (their items or tables are the sections).
@@ -55,15 +33,19 @@ ASIDE_ANY = (r"summary|overview|notes?|reasoning(?: trace)?|thoughts?|thinking|i
              r"conclusions?|references|appendix|timeline|schedule|budget|compute(?: budget)?|resources|next steps|"
              r"discussion|risks?|limitations|caveats|assumptions|expected (?:results|outcomes|effects)|"
              r"implementation (?:notes|details)|priorit(?:y|ies|isation|ization)|rationale|open questions")
+
 ASIDE_EXACT = (r"baseline(?: (?:model|run|setup|config(?:uration)?|settings?))?|control(?: run)?|reference(?: run| "
                r"model)?|full model|setup|experimental setup|evaluation(?: protocol| plan| setup)?|metrics|results|"
                r"goals?|objectives?|analysis|hypothes[ie]s|context")
+
 ASIDE_TITLE = re.compile(rf"^(?:the |our |a |general )?(?:(?:{ASIDE_ANY})\b.*|(?:{ASIDE_EXACT})(?:\s*\(.*\))?"
                          rf"(?:\s*[:—–-]\s*.*)?)$")
+
 CONTAINER_TITLE = re.compile(
     r"^(?:the |our |proposed |planned |suggested |candidate |prioriti[sz]ed |\w+ )?(?:(?:ablation |experiment(?:al)? )?"
     r"plans?|ablations|ablation (?:study|studies|list|plans?|overview|queue)|experiments|ablation experiments|"
     r"list of ablations)\b(?!\s*:)[\w\s()-]*(?::.*)?$")
+
 CONTAINER_WORD = re.compile(r"\b(?:ablations|ablation (?:plan|study|studies|list|queue)|plans?|experiments|runs|"
                             r"ideas|todo|to-do|list|queue|proposals|candidates|studies)\b", re.I)
 
@@ -101,83 +83,22 @@ class Section:
         """Everything that may say what the section ablates (not its notes or metrics)."""
         return "\n".join(t for t in (self.title, self.part, self.action, self.change, *self.values, self.prose) if t)
 
-
-# ---- cleaning: HTML, entities, code ------------------------------------------------------------------------------
-@dataclass
-class Line:
-    number: int
-    text: str
-
-
-IGNORED_BLOCK = re.compile(r"<(think|thinking|style|script|reasoning)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.S | re.I)
-BLOCK_ELEMENT = re.compile(r"<(tr|li|h[1-6]|p|td|th|dt|dd)\b[^>]*>.*?</\1\s*>", re.S | re.I)
-TAG = re.compile(r"</?[A-Za-z][^<>]*>")
-
-
-def _keep_lines(match: re.Match) -> str:
-    return "\n" * match.group(0).count("\n")
-
-
-def _flatten(match: re.Match) -> str:
-    """An HTML block element spread over several lines, put on its first line (line numbers stay right)."""
-    text = match.group(0)
-    return text.replace("\n", " ") + "\n" * text.count("\n")
-
-
-def _html_line(text: str) -> list[str]:
-    """One line of text with HTML in it, as Markdown lines (a table row per <tr>, a heading per <hN>...)."""
-    if "<" not in text:
-        return [text]
-    text = re.sub(r"<br\s*/?>", "; ", text, flags=re.I)
-    pieces = re.split(r"(?=<(?:tr|li|h[1-6]|p|div|table|ul|ol)\b)", text, flags=re.I)
-    out = []
-    for piece in pieces:
-        row = re.match(r"\s*<tr\b", piece, re.I)
-        if row:
-            cells = re.findall(r"<t[hd]\b[^>]*>(.*?)(?:</t[hd]\s*>|(?=<t[hd]\b)|$)", piece, re.S | re.I)
-            out.append("| " + " | ".join(TAG.sub("", c).strip() for c in cells) + " |")
-            continue
-        heading = re.match(r"\s*<h([1-6])\b[^>]*>(.*?)</h\1\s*>(.*)", piece, re.S | re.I)
-        if heading:
-            out.append("#" * int(heading[1]) + " " + TAG.sub("", heading[2]).strip())
-            piece = heading[3]
-        if re.match(r"\s*<li\b", piece, re.I):
-            piece = "- " + re.sub(r"^\s*<li\b[^>]*>", "", piece, flags=re.I)
-        piece = re.sub(r"</?(?:strong|b)>", "**", piece, flags=re.I)
-        piece = TAG.sub("", piece)
-        if piece.strip() or not out:
-            out.append(piece)
-    return out
-
-
-def clean(text: str) -> list[Line]:
-    """The plan's lines with HTML turned into Markdown, entities decoded and code markup removed."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = IGNORED_BLOCK.sub(_keep_lines, text)
-    text = BLOCK_ELEMENT.sub(_flatten, text)
-    lines = []
-    for number, raw in enumerate(text.split("\n"), 1):
-        if re.match(r"\s*(```|~~~)", raw):
-            continue  # a code fence: the block's content is read like any other text
-        for piece in _html_line(raw):
-            piece = html.unescape(piece).replace("\u00a0", " ").replace("\u200b", "").replace("`", "")
-            lines.append(Line(number, piece.rstrip()))
-    return lines
-
-
-# ---- line kinds ------------------------------------------------------------------------------------------------
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+
 RULE = re.compile(r"^\s*([-*_=])(\s*\1){2,}\s*$")
-TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^\s*[^|\s][^|]*(\|[^|]*){2,}$")
+
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+
 ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+•▪◦‣–]|\d{1,3}[.)]|[A-Za-z]\d{0,2}[.)]|\(\w{1,3}\))\s+"
                   r"(?P<text>\S.*)$")
+
 BOLD_LEAD = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*\s*(?P<rest>.*)$")
+
 FIELD_LINE = re.compile(r"^\s*(?:\*\*|__)?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?"
                         r"\s*(?P<value>.*)$")
 
 
-@dataclass
+@dataclass(eq=False)  # entries are found by identity: a plan may repeat a line word for word
 class Entry:
     number: int
     indent: int
@@ -214,59 +135,9 @@ def _is_bold_marker(raw: str) -> bool:
     """'**A. Title.**' starts with '*' but is bold text, not a bullet."""
     return raw.lstrip().startswith("**")
 
-
-# ---- fields -----------------------------------------------------------------------------------------------------
-HEAD_WORDS = {"component": "part", "part": "part", "module": "part", "target": "part", "action": "action",
-              "operation": "action", "replacement": "values", "replacements": "values", "values": "values",
-              "value": "values", "variant": "values", "variants": "values", "setting": "values",
-              "settings": "values", "option": "values", "options": "values", "change": "change",
-              "changes": "change", "intervention": "change", "modification": "change", "metric": "metrics",
-              "metrics": "metrics", "hypothesis": "notes", "rationale": "notes", "notes": "notes", "note": "notes",
-              "expected": "notes", "motivation": "notes"}
-
-
-def field_role(name: str, exact: bool = False) -> str | None:
-    """The role of a field name: exact names first, then (unless `exact`) the name's first or last word
-    ('Target module', 'Variant 1', 'Proposed change', 'Evaluation metric')."""
-    key = re.sub(r"[*_:]", " ", name).strip().lower()
-    key = re.sub(r"\s+", " ", key)
-    if key in ROLE_OF or exact:
-        return ROLE_OF.get(key)
-    parts = re.findall(r"[a-z]+", key)
-    if not parts or len(parts) > 3:
-        return None
-    return HEAD_WORDS.get(parts[-1]) or HEAD_WORDS.get(parts[0])
-
-
-def _inline_field_names() -> str:
-    names = sorted(ROLE_OF, key=len, reverse=True)
-    names = [n for n in names if len(n) > 2 and n not in ("with", "to", "how", "what", "type", "kind", "plan",
-                                                            "design", "element", "feature", "report", "id")]
-    return "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in names)
-
-
-INLINE_FIELD = re.compile(r"(?:^|(?<=[\s;,.—–|(]))(?:\*\*|__)?(?P<name>" + _inline_field_names() +
-                          r")(?:\*\*|__)?\s*(?::|\*\*:|:\*\*)\s*(?:\*\*|__)?", re.I)
 SEPARATOR = re.compile(r"\s+(?:—|–|--|\|)\s+")
+
 ARROW = re.compile(r"\s*(?:→|->|=>|⟶|⇒)\s*")
-
-
-def split_inline(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """'Top-k — Component: k. Action: REPLACE. Values: 8 or 64.' -> ('Top-k', [(part, k), (action, REPLACE),
-    (values, 8 or 64)]). The text before the first field is returned as the lead."""
-    matches = list(INLINE_FIELD.finditer(text))
-    if not matches:
-        return text, []
-    lead = text[:matches[0].start()]
-    fields = []
-    for i, m in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        value = text[m.end():end]
-        value = re.sub(r"[\s;,—–|*]+$", "", value)
-        value = re.sub(r"(?<!\d)\.\s*$", "", value).strip()
-        fields.append((field_role(m["name"]), value))
-    lead = re.sub(r"[\s;,.—–|:*-]+$", "", lead).strip()
-    return lead, fields
 
 
 def strip_number(title: str) -> str:
@@ -276,7 +147,6 @@ def strip_number(title: str) -> str:
     return title.rstrip(".:").strip().strip("*").strip()
 
 
-# ---- reading one section's text -------------------------------------------------------------------------------
 def read_head(section: Section, text: str, has_body: bool = False) -> None:
     """The first line of an item or a table-less one-liner: a title, inline fields, an action, an arrow. With
     field lines of its own below it, a plain head line is only the title."""
@@ -437,11 +307,8 @@ def read_body(section: Section, body: list[Entry]) -> None:
             flush()
             if list_role and e.indent >= list_indent:
                 _add_field(section, list_role if list_role != "action" else "values", text)
-                continue
-            if section.title and e.indent == 0 and FIELD_LINE.match(text) is None:
-                bare_items.append(text)
-                continue
-            bare_items.append(text)
+            else:
+                bare_items.append(text)  # a list of its own: the values, unless the section names them
             continue
         if list_role and e.indent > list_indent and list_role in ("values", "change", "part", "notes"):
             _add_field(section, list_role, text)
@@ -456,7 +323,6 @@ def read_body(section: Section, body: list[Entry]) -> None:
                 section.add("values", item)
 
 
-# ---- finding the sections ---------------------------------------------------------------------------------------
 def _title_words(title: str) -> str:
     """A title's words for classifying it: lowercase ASCII (emoji, even mis-encoded ones, are dropped)."""
     words = re.sub(r"[^a-z0-9\s():—–-]", " ", title.lower())
@@ -480,7 +346,7 @@ def _has_own_fields(body: list[Entry]) -> bool:
         if e.kind in ("text", "item"):
             m = FIELD_LINE.match(e.text)
             if m and field_role(m["name"]) in ("part", "action", "values", "change"):
-                if e.kind == "text" or e.indent == 0 and not _is_section_item(e, body):
+                if e.kind == "text" or (e.indent == 0 and not _is_section_item(e, body)):
                     return True
     return False
 
@@ -587,8 +453,8 @@ def _table_sections(body: list[Entry]) -> list[Section]:
     header = None
     for e in body:
         if e.kind != "row":
-            if e.kind not in ("table-rule",):
-                header = None if e.kind != "blank" else header
+            if e.kind not in ("table-rule", "blank"):
+                header = None  # text between tables: the next table has its own header
             continue
         cells = [c.strip() for c in e.text.strip().strip("|").split("|")]
         if header is None:
@@ -647,7 +513,6 @@ def _paragraph_sections(body: list[Entry]) -> list[Section]:
             section.title = section.part or "(untitled)"
         sections.append(section)
     return sections
-
 
 ENUMERATOR = re.compile(r"(?:^|(?<=[\s,;:]))\((?:\d{1,2}|[ivx]{1,4}|[a-h])\)\s+|(?:^|(?<=[.;!?]\s))(?:first|second|"
                         r"third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|then|finally|lastly|last)\b,?\s+",
@@ -714,14 +579,15 @@ def find_sections(lines: list[Line]) -> list[Section]:
             continue  # a heading with sub-headings holds them, not an ablation
         if field_role(heading.text, exact=True) in ("part", "action", "values", "change", "metrics", "notes"):
             continue  # '#### Action': a field of the ablation above it (see _field_headings)
+        listed = _sections_in_free_region(body) if is_container_title(heading.text) and \
+            not _has_own_fields(body) else []
         if is_aside_title(heading.text):
             asides.append(body)
-        elif is_container_title(heading.text) and not _has_own_fields(body) and _sections_in_free_region(body):
-            sections += _sections_in_free_region(body)
         else:
-            sections += sections_from_heading(heading.text, heading.number, body)
-    for region in [preamble] + asides if not sections else []:
-        sections += _sections_in_free_region(region)
+            sections += listed or sections_from_heading(heading.text, heading.number, body)
+    if not sections:  # no ablation heading: the text outside headings, then the asides
+        for region in [preamble] + asides:
+            sections += _sections_in_free_region(region)
     return [s for s in sections if not _is_aside_section(s)]
 
 
@@ -755,6 +621,7 @@ def _is_aside_section(section: Section) -> bool:
                     r"switch|take|use|try|increase|decrease|reduce|move)\b", section.action, re.I)
     return is_aside_title(section.title) and not acts and not section.values
 
+
 def _sections_in_free_region(body: list[Entry]) -> list[Section]:
     """Text outside any ablation heading: a table, a list of ablations, or bold-lead paragraphs."""
     found = _table_sections(body)
@@ -787,23 +654,36 @@ def json_sections(text: str) -> list[Section] | None:
         data = next((v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
     if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
         return None
-    line = text[:start].count("\n") + 1
     sections = []
-    for entry in data:
-        section = Section(title="", line=line)
+    for entry, at in zip(data, _object_starts(text, start)):
+        section = Section(title="", line=text[:at].count("\n") + 1)
         for key, value in entry.items():
             values = value if isinstance(value, list) else [value]
             role = field_role(str(key)) or "prose"
             for v in values:
                 _add_field(section, role, v if isinstance(v, str) else json.dumps(v))
         section.title = section.title or section.part or "(untitled)"
-        if role_any(section):
+        if section.part or section.action or section.values or section.change:
             sections.append(section)
     return sections or None
 
 
-def role_any(section: Section) -> bool:
-    return bool(section.part or section.action or section.values or section.change)
+def _object_starts(text: str, start: int):
+    """Where each object of the JSON list at `start` begins (for the line numbers of messages)."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if ch == "{" and depth == (3 if text[start] == "{" else 2):
+                yield i
+        elif ch in "]}":
+            depth -= 1
 
 
 def read_sections(text: str) -> list[Section]:

@@ -86,7 +86,8 @@ MISSING = (
             TRAINING_NEAREST),
     Missing("a change at evaluation only (a plan trains every variant)",
             _p(r"\b(?:at|during|for) (?:evaluation|eval|test(?:ing)?|inference)(?: time)? only\b|\bonly (?:at|during|"
-               r"for) (?:evaluation|eval|test(?:ing)?|inference)\b|\b(?:evaluation|eval|inference|test)[- ]time only\b"),
+               r"for) (?:evaluation|eval|test(?:ing)?|inference)\b|"
+               r"\b(?:evaluation|eval|inference|test)[- ]time only\b"),
             "train once, then compare settings that keep the weights with `memorizing eval DIR --set "
             "memory.search=exact` (or memory.top_k, memory.size)"),
 )

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from memorizing.ablation.mapping import Resolution, Variant, apply_changes, resolve
+from memorizing.ablation.configs import apply_changes
+from memorizing.ablation.mapping import Resolution, Variant, resolve
 from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError

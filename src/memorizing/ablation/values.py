@@ -85,7 +85,8 @@ KEPT = re.compile(
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
-                         r"\bprevious documents\b|\bearlier documents\b|\b(?:keep|keeps|keeping|retain\w*)\s+(?:only|just|"
+                         r"\bprevious documents\b|\bearlier documents\b|"
+                         r"\b(?:keep|keeps|keeping|retain\w*)\s+(?:only|just|"
                          r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)")
 BASELINE_SENTENCE = re.compile(
     r"\b(?:the )?baseline(?:'s)? (?:uses|has|retrieves|keeps|is|clears|searches|stores|puts|mixes|places)\b|"
@@ -121,12 +122,21 @@ def is_kept(clause: str) -> bool:
     return bool(KEPT.search(c)) and not KEPT_EXCEPT.search(c)
 
 
-def active_text(text: str) -> str:
-    """`text` without its kept / fallback clauses (joined by ' ; ')."""
-    return " ; ".join(c for c in clauses(text) if not is_kept(c))
+def blank_kept(text: str) -> str:
+    """`text` with each clause that says what is kept or fallen back to blanked out (positions preserved)."""
+    out, start = [], 0
+    for edge in list(CLAUSE_EDGE.finditer(text)) + [None]:
+        end = edge.start() if edge else len(text)
+        clause = text[start:end]
+        out.append(" " * len(clause) if is_kept(clause) else clause)
+        if edge:
+            out.append(edge.group(0))
+            start = edge.end()
+    return "".join(out)
 
 
-ABBREVIATION = r"(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\bcf)(?<!\bresp)(?<!\bincl)(?<!\bapprox)"
+
+ABBREVIATION = r"(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\bcf)(?<!\bresp)(?<!\bincl)"
 
 
 def sentences(text: str) -> list[str]:
@@ -137,8 +147,8 @@ def sentences(text: str) -> list[str]:
 
 def without_baseline_clauses(sentence: str) -> str:
     """A sentence without its clauses that describe the baseline ('the paper uses k = 32; we use 8')."""
-    parts = re.split(r"(;\s*|,\s+(?:while|whereas|but|and)\s+|\s+(?:while|whereas)\s+)", sentence)
-    return "".join(p for p in parts if not is_baseline_sentence(p) or re.fullmatch(r"[;,\s\w]*?", p) and len(p) < 12)
+    parts = re.split(r";\s*|,\s+(?:while|whereas|but|and)\s+|\s+(?:while|whereas)\s+", sentence)
+    return "; ".join(p for p in parts if p.strip() and not is_baseline_sentence(p))
 
 
 def is_baseline_sentence(sentence: str) -> bool:
@@ -163,15 +173,15 @@ EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Item:
-    """One value as written, with whether the plan called it the baseline's."""
+    """One value as written (one variant), without the plan's marks such as '(baseline)'."""
     text: str
-    named_baseline: bool = False
 
 
 def split_values(text: str) -> list[Item]:
-    """A value list as written -> one item per variant, units and prefixes shared, baseline marks noted."""
+    """A value list as written -> one item per variant, units and prefixes shared, '(baseline)' marks dropped
+    (whether a value is the baseline's is decided on the config it gives)."""
     text = text.strip().strip("*").strip()
     text = re.sub(r"(?<!\d)\.\s*$", "", text).strip()
     arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", text)
@@ -192,13 +202,12 @@ def split_values(text: str) -> list[Item]:
     pieces = _share_units(pieces)
     items = []
     for piece in pieces:
-        marked = bool(BASELINE_MARK.search(piece))
         clean = re.sub(r"\.$", "", BASELINE_MARK.sub(" ", piece).strip(" ,;")).strip()
         if re.fullmatch(r"(?:the\s+)?(?:baseline|paper|current|default)(?:\s+(?:setting|value|config))?", clean,
                         re.I):
             continue  # the baseline itself: always run
         if clean:
-            items.append(Item(re.sub(r"\s+", " ", clean), marked))
+            items.append(Item(re.sub(r"\s+", " ", clean)))
     return items
 
 
@@ -279,8 +288,10 @@ def _separator_at(text: str, i: int) -> int:
     m = re.match(r"\s+/\s+", rest)
     if m:
         return m.end()
-    if rest[0] == "/" and re.search(r"\d[kKmM]?$", text[:i]) and re.match(r"/\s*\d", rest):
-        return 1
+    fifty_fifty = re.search(r"(?<!\d)50$", text[:i]) and rest.startswith("/50")  # one mix, not two values
+    if rest[0] == "/" and re.search(r"\d[kKmM]?$", text[:i]) and re.match(r"/\s*\d", rest) and not fifty_fifty:
+        return 1  # '8K/16K/32K'
+
     m = re.match(r"\s+(?:or|and|vs\.?|versus|&)\s+", rest, re.I)
     if m:
         before, after = text[:i], rest[m.end():]
