@@ -108,12 +108,27 @@ class Entry:
     marker: str = ""
 
 
+SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
 def entries(lines: list[Line]) -> list[Entry]:
+    """Each line as an entry of its kind; a line underlined with '===' or '---' is a heading (level 1 or 2)."""
     out = []
-    for line in lines:
+    underline = set()
+    for k, line in enumerate(lines[:-1]):
+        below = SETEXT.match(lines[k + 1].text)
+        if below and line.text.strip() and not ITEM.match(line.text) and not HEADING.match(line.text) and \
+                not line.text.strip().startswith("|") and (k == 0 or not lines[k - 1].text.strip()):
+            underline.add(k + 1)
+    for k, line in enumerate(lines):
         raw = line.text.expandtabs(4)
         indent = len(raw) - len(raw.lstrip())
-        if not raw.strip():
+        if k in underline:
+            continue
+        if k + 1 in underline:
+            level = 1 if lines[k + 1].text.strip().startswith("=") else 2
+            out.append(Entry(line.number, 0, "heading", raw.strip().strip("*").strip(), level=level))
+        elif not raw.strip():
             out.append(Entry(line.number, 0, "blank", ""))
         elif (m := HEADING.match(raw)):
             out.append(Entry(line.number, 0, "heading", m[2].strip().strip("*").strip(), level=len(m[1])))

@@ -61,7 +61,7 @@ MISSING = (
             "data.segment (local attention covers the segment and the XL cache of the previous one)"),
     Missing("memory compression", _p(r"\bcompress\w*"),
             "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
-    Missing("memory summarisation", _p(r"\bsummari[sz]\w*"),
+    Missing("memory summarisation", _p(r"\bsummar(?:ies|i[sz]\w*)|\bsummary (?:tokens?|vectors?|slots?|entr\w*)"),
             "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
     Missing("learned memory writing (a learned choice of what is stored)",
             _p(r"\b(?:learned|learnable|selective|gated|trainable)\s+(?:memory\s+)?writ\w*|\bwrite[- ]gate|"

@@ -115,6 +115,8 @@ def target_of(sentence: str) -> str:
         re.search(r"\b(?:swap|exchang|trad)\w*\b.*?\bfor\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
                   r".*?\b(?:to|at)\s+(.+)$", s, re.I) or \
+        re.search(r"\b(?:sweep|swept|vary|varies|varied|varying|rang(?:e|es|ing))\w*\b.*?\b(?:over|across|among|"
+                  r"between|through|in)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:use|using|try|trying|tries)\s+(.+)$", s, re.I)
     if m:
         s = m[1]

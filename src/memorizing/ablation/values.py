@@ -82,7 +82,9 @@ KEPT = re.compile(
     r"\beverything else\b|\bnothing else\b|\bthe rest of the\b|\b(?:shrinks?|grows?|scales?|adjusts?|follows?)\s+"
     r"(?:with it|accordingly|along)\b|\bstays?\b|\bremains?\b|\bas in the baseline\b|\bas before\b|\bincluding\b|"
     r"\bwould have liked\b|\bunlike\b|\bnot (?:available|supported)\b|\bunsupported\b|\bleav(?:e|es|ing)\b|"
-    r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b")
+    r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b|"
+    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
+    r"\ball (?:else|other(?: settings| components)?) (?:equal|the same|unchanged|fixed|as in the baseline)\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
                          r"\bprevious documents\b|\bearlier documents\b|"
@@ -105,7 +107,7 @@ REFERENCE = re.compile(
 # Where one statement ends and the next starts: punctuation, parentheses, 'but', 'so that', and an 'and' that
 # starts a new verb ('remove X and keep the rest', 'remove X and train the otherwise identical model').
 CLAUSE_EDGE = re.compile(
-    r"(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)[.;:!?]|[()\[\]{}]|,\s|\s(?:but|so that|so|while|whereas|"
+    r"(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bi)[.;:!?]|[()\[\]{}]|,\s|\s(?:but|so that|so|while|whereas|"
     r"although|then)\s|\s[—–]\s|\n|\s+and\s+(?=(?:keep|keeps|keeping|leave|leaves|leaving|retain\w*|falls?\s+back|"
     r"train|trains|run|runs|compare|evaluate|measure|report|check|see|hold|holds|let|make|log)\b)", re.I)
 
