@@ -220,15 +220,11 @@ def run_study(args) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
     understood = understand(args.plan, args.preset, args.corpus, args.sets)
-    problems = understood.problems()
-    if args.dry_run:
+    shard_i, shard_n = parse_shard(args.shard)
+    if args.dry_run:  # what was understood, then the problems (exit status 2) or the resolved plan
         study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, partial=True)
-        shard_i, shard_n = parse_shard(args.shard)
         runs = all_runs(study)
         print_variants(study, len(runs), len(runs[shard_i - 1::shard_n]), understood)
-        if problems:
-            raise plan_error(understood)
-        return 0
     study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood)
     resolved = resolved_toml(understood.plan, understood.resolutions, args.preset, args.sets)
     if args.resolve:
@@ -236,8 +232,8 @@ def run_study(args) -> int:
         print(f"resolved plan: {len(study['variants']) - 1} variants in {len(understood.resolutions)} ablations "
               f"written to {args.resolve}; `memorizing ablate {args.resolve} --preset {args.preset}` runs the same "
               f"study")
+    if args.dry_run or args.resolve:
         return 0
-    shard_i, shard_n = parse_shard(args.shard)
     jobs = args.jobs if args.jobs is not None else 1 if torch.cuda.is_available() else os.cpu_count() or 1
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is invalid: give 1 or more.")
