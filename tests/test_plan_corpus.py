@@ -19,6 +19,10 @@ from memorizing.ablation.mapping import REASONS, resolve
 from memorizing.ablation.plan import Plan, parse_markdown, parse_toml, resolved_toml
 
 PLANS = sorted((Path(__file__).parent / "plans").glob("*.md"))
+# Probes written by the reader's implementer in further styles (JSON, setext headings, inline enumerations, field
+# sub-headings, terse arrows, plans wrapped in Baseline/Summary sections): regression tests, kept apart from the
+# independent corpus above.
+PROBES = sorted((Path(__file__).parent / "plans" / "probes").glob("*.md"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def check_section(expected: dict, r, baseline) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("plan", PLANS + PROBES, ids=lambda p: p.stem)
 def test_every_section_maps_or_is_refused_as_expected(plan, baseline):
     expected = expected_sections(plan)
     resolutions = resolve(parse_markdown(plan.read_text(), str(plan)), baseline)
@@ -76,7 +80,7 @@ def test_the_corpus_is_large_and_uses_every_refusal_reason():
     assert reasons == set(REASONS) - {"invalid"}
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("plan", PLANS + PROBES, ids=lambda p: p.stem)
 def test_the_resolved_plan_runs_the_same_variants(plan, baseline):
     """--resolve writes the mapped sections as a TOML plan; reading it back gives the same variants, names,
     descriptions and configs."""
