@@ -5,9 +5,11 @@ import json
 import pytest
 
 from memorizing.ablation import runner
-from memorizing.ablation.components import COMPONENTS, match_component
+from memorizing.ablation.mapping import resolve
 from memorizing.ablation.plan import PlanError, load_plan, parse_markdown
+from memorizing.ablation.registry import COMPONENTS
 from memorizing.cli import main
+from memorizing.config import preset
 
 SEED_TITLES = ["Remove kNN Memory Branch", "Fixed Gate for Memory-Local Attention Combination",
                "Remove Key/Query Normalization", "Exact kNN Search versus Approximate kNN",
@@ -15,13 +17,21 @@ SEED_TITLES = ["Remove kNN Memory Branch", "Fixed Gate for Memory-Local Attentio
 
 
 def test_seed_plan_is_read_exactly():
-    ablations, name = load_plan(None)
-    assert [a.title for a in ablations] == SEED_TITLES
-    assert [a.action for a in ablations] == ["REMOVE", "REPLACE", "REMOVE", "REPLACE", "ADD"]
-    assert ablations[1].replacements == ["fixed_gate=0.0", "fixed_gate=0.5", "fixed_gate=1.0"]
-    assert ablations[4].replacements == ["T5 relative position bias", "Learned absolute position bias"]
-    assert all(a.metrics == ["perplexity"] for a in ablations)
-    assert [match_component(a).name for a in ablations] == ["memory", "gate", "qk_norm", "search", "position_bias"]
+    plan = load_plan(None)
+    assert plan.name == "seed" and [s.title for s in plan.sections] == SEED_TITLES  # not its reasoning trace
+    assert [s.action for s in plan.sections] == ["REMOVE", "REPLACE", "REMOVE", "REPLACE", "ADD"]
+    assert plan.sections[1].values == ["fixed_gate=0.0", "fixed_gate=0.5", "fixed_gate=1.0"]
+    assert plan.sections[4].values == ["T5 relative position bias", "Learned absolute position bias"]
+    assert all(s.metrics == "perplexity" for s in plan.sections)
+    resolutions = resolve(plan.sections, preset("cpu"))
+    assert [r.component.name for r in resolutions] == ["memory", "gate", "qk_norm", "search", "position_bias"]
+    assert [[v.changes for v in r.variants] for r in resolutions] == [
+        [{"memory.enabled": False}],
+        [{"memory.combine": "fixed", "memory.gate": g} for g in (0.0, 0.5, 1.0)],
+        [{"memory.qk_norm": False}],
+        [{"memory.search": "exact"}, {"memory.search": "bucketed"}],
+        [{"memory.position_bias": "t5-relative"}, {"memory.position_bias": "learned-absolute"}]]
+    assert [v.equals_baseline for v in resolutions[3].variants] == [False, True]
 
 
 def test_dry_run_lists_variants_with_changes_and_trains_nothing(tmp_path, capsys):
@@ -38,8 +48,9 @@ def test_dry_run_lists_variants_with_changes_and_trains_nothing(tmp_path, capsys
 
 def test_every_paper_knob_is_a_component():
     keys = {k for c in COMPONENTS for k in c.keys}
-    assert {"memory.enabled", "memory.combine", "memory.qk_norm", "memory.search", "memory.position_bias",
-            "memory.size", "memory.top_k", "memory.layers", "model.xl_cache", "data.segment"} <= keys
+    assert {"memory.enabled", "memory.combine", "memory.qk_norm", "model.qk_norm", "memory.search",
+            "memory.position_bias", "memory.size", "memory.top_k", "memory.layers", "model.xl_cache", "data.segment",
+            "memory.reset"} <= keys
 
 
 PLAN = """### Memory size
@@ -54,7 +65,7 @@ PLAN = """### Memory size
 
 @pytest.mark.parametrize("part, words", [
     ("the colour of the logo", "matches no component"),
-    ("the gating of the memory size", "matches several components equally"),
+    ("the memory size or the number of neighbours", "matches several components equally"),
 ])
 def test_unmatched_or_ambiguous_parts_quote_the_plan_and_list_components(tmp_path, capsys, part, words):
     plan = tmp_path / "plan.md"
@@ -97,11 +108,67 @@ def test_toml_plan_names_keys_directly(tmp_path, capsys):
 def test_markdown_reader_ignores_html_and_prose():
     text = "<div><h2>Plan</h2>\nSome prose.\n\n### Remove XL\n- **Ablated Part**: the Transformer-XL cache\n" \
            "- **Action**: REMOVE\n- **Metrics**: perplexity\n</div>"
-    (ablation,) = parse_markdown(text)
-    assert (ablation.title, ablation.action, ablation.part) == ("Remove XL", "REMOVE", "the Transformer-XL cache")
-    assert match_component(ablation).name == "xl_cache"
+    (section,) = parse_markdown(text)
+    assert (section.title, section.action, section.part) == ("Remove XL", "REMOVE", "the Transformer-XL cache")
+    (r,) = resolve([section], preset("paper"))
+    assert r.component.name == "xl_cache" and r.variants[0].changes == {"model.xl_cache": 0}
     with pytest.raises(PlanError, match="no ablation found"):
         parse_markdown("just prose")
+
+
+BAD_PLAN = """### Memory size
+- **Ablated Part**: memory size
+- **Action**: REPLACE
+- **Replacement**: 8K entries
+
+### HNSW
+- **Ablated Part**: kNN search
+- **Action**: REPLACE
+- **Replacement**: HNSW
+
+### No position bias
+- **Ablated Part**: position bias for retrieved memories
+- **Action**: REMOVE
+
+### Remove the gate
+- **Ablated Part**: learned gate
+- **Action**: REMOVE
+"""
+
+
+def test_every_problem_of_a_plan_is_reported_in_one_pass_with_its_line(tmp_path, capsys):
+    plan = tmp_path / "plan.md"
+    plan.write_text(BAD_PLAN)
+    assert main(["ablate", str(plan), "--preset", "tiny", "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert "3 of 4 sections cannot be run" in err
+    for words in ["line 6 ('HNSW'): not available: HNSW search is not available",
+                  "line 11 ('No position bias'): equals the baseline:",
+                  "line 15 ('Remove the gate'): ambiguous: leaves open what to run"]:
+        assert words in err
+    assert not (tmp_path / "study").exists()
+    # the dry run still shows what was understood, then the same problems, with exit status 2
+    assert main(["ablate", str(plan), "--preset", "tiny", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "8K entries: memory.size = 8192" in captured.out and "REFUSED (not-available)" in captured.out
+    assert "line 6 ('HNSW')" in captured.err
+
+
+def test_resolve_writes_a_toml_plan_that_runs_the_same_study(tmp_path, capsys):
+    out = tmp_path / "seed.resolved.toml"
+    assert main(["ablate", "--resolve", str(out), "--preset", "cpu"]) == 0
+    text = out.read_text()
+    assert '[[ablation]]\ntitle = "Remove kNN Memory Branch"' in text
+    assert "# key/query normalisation removed in the memory layer (layer 2); other layers keep it" in text
+    assert 'name = "approximate_kNN"' in text and "equals_baseline = true" in text
+    markdown = runner.plan_study(None, "cpu", None, [], 3)
+    again = runner.plan_study(str(out), "cpu", None, [], 3)
+    assert again["configs"] == markdown["configs"]
+    assert again["variants"] == markdown["variants"] and again["ablations"] == markdown["ablations"]
+    plan = tmp_path / "bad.md"
+    plan.write_text(BAD_PLAN)
+    assert main(["ablate", str(plan), "--resolve", str(tmp_path / "bad.toml")]) == 2
+    assert not (tmp_path / "bad.toml").exists()
 
 
 # ---- a tiny study, end to end --------------------------------------------------------------------------------
@@ -116,6 +183,10 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     assert main(study_argv(plan, corpus, tmp_path / "full")) == 0
     report = json.loads((tmp_path / "full" / "report.json").read_text())
     assert report["baseline"] == "baseline" and report["complete"]
+    study = json.loads((tmp_path / "full" / "study.json").read_text())
+    assert study["variants"][1]["description"] == "memory of 64 entries per lane and head (baseline 256)"
+    resolved = (tmp_path / "full" / "plan.resolved.toml").read_text()  # the plan as understood, beside the report
+    assert 'name = "64"' in resolved and '"memory.size" = 64' in resolved
     names = [v["name"] for v in report["variants"]]
     assert names == ["baseline", "64", "128"]
     for v in report["variants"]:
@@ -125,6 +196,7 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     assert report["variants"][1]["config_changes"] == {"memory.size": 64}
     markdown = (tmp_path / "full" / "report.md").read_text()
     assert "## Memory size" in markdown and "ppl-memory-size.png" in markdown
+    assert "- 64: memory of 64 entries per lane and head (baseline 256)" in markdown
     assert (tmp_path / "full" / "ppl-memory-size.png").stat().st_size > 1000
 
     # Interrupted study: drop the last two ledger lines and tear the one before; a rerun redoes just those.

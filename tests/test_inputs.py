@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memorizing import Config, ConfigError
+from memorizing.ablation.mapping import REASONS, resolve
 from memorizing.ablation.plan import PlanError, parse_markdown, parse_toml
 from memorizing.cli import main
 from memorizing.config import SECTIONS, all_keys
@@ -20,14 +21,24 @@ values = st.one_of(st.integers(-10 ** 12, 10 ** 12), st.floats(allow_nan=True), 
                    st.lists(st.integers(-3, 20), max_size=4), st.none())
 
 
+TINY = Config.from_dict({"model": {"depth": 2}, "memory": {"layers": "last"}})
+PLAN_WORDS = st.sampled_from(["###", "- **Action**: REMOVE", "REPLACE", "ADD", "**Ablated Part**:", "Values:", "|",
+                              "1.",
+                              "kNN memory", "gate", "top-k", "16K", "2^14", "k=8", "layer 3", "exact", "IVF", "HNSW",
+                              "→", "{4, 16}", "instead of 32", "(baseline)", "\n", "\n\n", "  - ", "<td>", "**", ":"])
+
+
 @FAST
-@given(st.text(max_size=400))
+@given(st.one_of(st.text(max_size=400), st.lists(PLAN_WORDS, max_size=40).map(" ".join)))
 def test_random_text_is_a_plan_or_a_plan_error(text):
     try:
-        ablations = parse_markdown(text)
+        sections = parse_markdown(text)
     except PlanError:
         return
-    assert all(a.action in ("REMOVE", "REPLACE", "ADD") and a.part for a in ablations)
+    assert all(isinstance(s.title, str) and s.line >= 1 for s in sections)
+    for r in resolve(sections, TINY):  # every section resolves to variants or a refusal with a known reason
+        assert (r.refusal is None) == bool(r.variants)
+        assert r.refusal is None or r.refusal.reason in REASONS and r.refusal.message
 
 
 @st.composite

@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change the baseline for every variant")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     p.add_argument("--out", default="runs/ablation", metavar="DIR", help="the study folder")
-    p.add_argument("--dry-run", action="store_true", help="print the variants and their config changes only")
+    p.add_argument("--dry-run", action="store_true", help="print how each section was read (component, the words "
+                   "and values that decided it) and its variants with their config changes; train nothing")
+    p.add_argument("--resolve", metavar="OUT.toml", help="write the plan as understood to OUT.toml in the TOML plan "
+                   "format (running that file gives the same study); train nothing")
     p.add_argument("--jobs", type=int, help="runs at once, each with its share of the CPU cores (default: one per "
                    "core on a CPU machine, 1 with a GPU)")
     p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")

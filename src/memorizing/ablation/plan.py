@@ -1,97 +1,59 @@
-"""Ablation plans: the Markdown that planners write, or TOML that names config keys directly.
+"""Ablation plans as files: Markdown as people and planners write it (read by `layout.py`), or TOML that names
+config keys directly; and the resolved plan written back as TOML (`memorizing ablate PLAN --resolve OUT.toml`).
 
-Markdown (the seed format): HTML and prose are ignored; each `### Title` starts an ablation with bullet fields
-`**Ablated Part**` (free text), `**Action**` (REMOVE, REPLACE or ADD), `**Replacement**` (a nested bullet list of
-values) and `**Metrics**`. TOML:
+TOML plans:
 
     [[ablation]]
     title = "Memory size"
     [[ablation.variant]]
     name = "4K entries"
     set = { "memory.size" = 4096 }
+    description = "memory of 4,096 entries per lane and head"   # optional
+
+A resolved plan is such a file with the section's part, action and component, and for each variant a
+`description`, the plan's own words for the value (`replacement`, absent for a REMOVE or a bare ADD) and
+`equals_baseline` where the plan asked for the baseline's own setting.
+Running it gives the same study as the plan it was resolved from.
 """
 
-import re
+import json
+import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from memorizing.ablation.layout import Section, read_sections
 from memorizing.errors import UserError
-
-ACTIONS = ("REMOVE", "REPLACE", "ADD")
 
 
 class PlanError(UserError):
-    """A plan that cannot be read or mapped onto the model."""
+    """A plan that cannot be read, or sections of it that cannot be run (all of them listed)."""
 
 
 @dataclass
-class Ablation:
-    title: str
-    part: str = ""
-    action: str = ""
-    replacements: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
-    line: int = 0  # where the ablation starts in the plan file (1-based)
-    # TOML plans name their changes directly: one (name, {key: value}) per variant.
-    direct: list[tuple[str, dict]] = field(default_factory=list)
+class Plan:
+    name: str  # for the report: the file's stem, or "seed"
+    source: str  # for messages: the path, or "built-in seed plan"
+    path: str | None
+    sections: list[Section]
 
 
-FIELD = re.compile(r"^\s*[-*]\s*\*\*(?P<name>[^*]+?)\*\*\s*:?\s*(?P<value>.*)$")
-ITEM = re.compile(r"^\s+[-*]\s+(?P<value>.+?)\s*$")
-TAG = re.compile(r"<[^>]+>")
+SEED = Path(__file__).parent.parent / "plans" / "seed.md"
+FORMATS = ("each ablation under a heading ('### Title') or as a list item, a table row or a bold-lead paragraph, "
+           "with the ablated part ('Ablated Part: ...' / 'Component: ...'), the action (REMOVE, REPLACE or ADD) and "
+           "for REPLACE the values ('Replacement: ...' / 'Values: 8, 64'); or config keys as section.key=value")
 
 
-def parse_markdown(text: str, source: str = "plan") -> list[Ablation]:
-    ablations: list[Ablation] = []
-    current, list_field = None, None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = TAG.sub("", raw).rstrip()
-        if line.startswith("### "):
-            current = Ablation(title=line[4:].strip(), line=number)
-            ablations.append(current)
-            list_field = None
-            continue
-        if current is None or not line.strip():
-            continue
-        if line.startswith("#"):  # any other heading ends the ablation
-            current, list_field = None, None
-            continue
-        match = FIELD.match(line)
-        if match:
-            name, value = match["name"].strip().rstrip(":").lower(), match["value"].strip()
-            list_field = None
-            if name == "ablated part":
-                current.part = value
-            elif name == "action":
-                current.action = value.upper()
-            elif name in ("replacement", "replacements"):
-                list_field = current.replacements
-                current.replacements.extend(v.strip() for v in value.split(",") if v.strip())
-            elif name == "metrics":
-                list_field = current.metrics
-                current.metrics.extend(v.strip() for v in value.split(",") if v.strip())
-            continue
-        item = ITEM.match(line)
-        if item and list_field is not None:
-            list_field.append(item["value"])
-    if not ablations:
-        raise PlanError(f"{source}: no ablation found; each ablation starts with a '### Title' line followed by "
-                        f"'- **Ablated Part**: ...' and '- **Action**: REMOVE|REPLACE|ADD'.")
-    for a in ablations:
-        if a.action not in ACTIONS:
-            raise PlanError(f"{source}, line {a.line} ('### {a.title}'): action {a.action or '(missing)'!r} is not "
-                            f"one of {', '.join(ACTIONS)}: add '- **Action**: REMOVE', REPLACE or ADD.")
-        if not a.part:
-            raise PlanError(f"{source}, line {a.line} ('### {a.title}'): no '**Ablated Part**' given: say which "
-                            f"part of the model the ablation changes.")
-        if a.action == "REPLACE" and not a.replacements:
-            raise PlanError(f"{source}, line {a.line} ('### {a.title}'): REPLACE needs a '**Replacement**' list "
-                            f"of values.")
-    return ablations
+def parse_markdown(text: str, source: str = "plan") -> list[Section]:
+    """The sections of a Markdown (or HTML, or plain-text) plan."""
+    sections = read_sections(text)
+    if not sections:
+        raise PlanError(f"{source}: no ablation found. Write {FORMATS}; or a TOML plan with [[ablation]] tables.")
+    return sections
 
 
-def parse_toml(text: str, source: str = "plan") -> list[Ablation]:
+def parse_toml(text: str, source: str = "plan") -> list[Section]:
+    """The sections of a TOML plan: one per [[ablation]], each variant's config changes taken literally."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -100,7 +62,7 @@ def parse_toml(text: str, source: str = "plan") -> list[Ablation]:
     if not isinstance(entries, list) or not entries:
         raise PlanError(f"{source}: expected [[ablation]] tables, each with a title and [[ablation.variant]] "
                         f"tables holding name and set = {{ \"section.key\" = value }}.")
-    ablations = []
+    sections = []
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("title"), str):
             raise PlanError(f"{source}: ablation {i} needs a title = \"...\".")
@@ -113,19 +75,19 @@ def parse_toml(text: str, source: str = "plan") -> list[Ablation]:
                     and v["set"]):
                 raise PlanError(f"{source}: every variant of {entry['title']!r} needs name = \"...\" and a "
                                 f"non-empty set = {{ \"section.key\" = value }}.")
-            direct.append((v["name"], dict(v["set"])))
-        ablations.append(Ablation(title=entry["title"], part=str(entry.get("part", entry["title"])),
-                                  action=str(entry.get("action", "REPLACE")).upper(), line=i,
-                                  replacements=[name for name, _ in direct], direct=direct,
-                                  metrics=[str(m) for m in entry.get("metrics", ["perplexity"])]))
-    return ablations
+            description = v.get("description")
+            replacement = v.get("replacement")  # the plan's own words for the value, when it had some
+            direct.append((v["name"], dict(v["set"]), description if isinstance(description, str) else None,
+                           replacement if isinstance(replacement, str) else None))
+        sections.append(Section(title=entry["title"], line=i, part=str(entry.get("part", entry["title"])),
+                                action=str(entry.get("action", "REPLACE")), direct=direct))
+    return sections
 
 
-def load_plan(path: str | None) -> tuple[list[Ablation], str]:
-    """The ablations of the plan at `path` (the built-in seed plan when None) and the plan's name."""
+def load_plan(path: str | None) -> Plan:
+    """The plan at `path` (the built-in seed plan when None)."""
     if path is None:
-        source = Path(__file__).parent.parent / "plans" / "seed.md"
-        return parse_markdown(source.read_text(), "built-in seed plan"), "seed"
+        return Plan("seed", "built-in seed plan", None, parse_markdown(SEED.read_text(), "built-in seed plan"))
     file = Path(path)
     try:
         text = file.read_text()
@@ -134,6 +96,49 @@ def load_plan(path: str | None) -> tuple[list[Ablation], str]:
                         f"for the built-in seed plan.") from None
     except (UnicodeDecodeError, IsADirectoryError) as e:
         raise PlanError(f"plan {path} is not a readable text file ({e}).") from None
-    if file.suffix == ".toml":
-        return parse_toml(text, str(path)), file.stem
-    return parse_markdown(text, str(path)), file.stem
+    sections = parse_toml(text, str(path)) if file.suffix == ".toml" else parse_markdown(text, str(path))
+    return Plan(file.stem, str(path), str(path), sections)
+
+
+# ---- the resolved plan as TOML ----------------------------------------------------------------------------------
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} has no TOML form")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ValueError(f"{value!r} has no TOML form")
+
+
+def resolved_toml(plan: Plan, resolutions: list, preset: str, sets: list[str]) -> str:
+    """The plan as the study will run it, in the TOML plan format, one comment per variant saying what it is."""
+    setting = f"preset `{preset}`" + (f" with {', '.join(sets)}" if sets else "")
+    lines = [f"# Resolved from {plan.source} against {setting} by `memorizing ablate --resolve`.",
+             f"# `memorizing ablate THIS.toml --preset {preset}` runs the same study. Edit freely: every variant is a "
+             f"set of config keys.", ""]
+    for r in resolutions:
+        s = r.section
+        lines += ["[[ablation]]", f"title = {toml_value(s.title)}"]
+        if s.part and not s.direct:
+            lines.append(f"part = {toml_value(' '.join(s.part.split()))}")
+        lines.append(f"action = {toml_value(r.action)}")
+        if r.component is not None:
+            lines.append(f"component = {toml_value(r.component.name)}  # {r.component.label}")
+        lines.append(f"line = {s.line}  # in {plan.source}")
+        for v in r.variants:
+            lines += ["", f"# {v.description}", "[[ablation.variant]]", f"name = {toml_value(v.name)}",
+                      "set = { " + ", ".join(f"{toml_value(k)} = {toml_value(val)}" for k, val in v.changes.items())
+                      + " }", f"description = {toml_value(v.description)}"]
+            if v.replacement is not None:
+                lines.append(f"replacement = {toml_value(v.replacement)}")
+            if v.equals_baseline:
+                lines.append("equals_baseline = true  # the plan asks for the baseline's own setting")
+        lines.append("")
+    return "\n".join(lines)

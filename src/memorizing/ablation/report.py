@@ -46,7 +46,8 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
         failed = [records[run_id(v["key"], s)] for s in seeds
                   if run_id(v["key"], s) in records and not ok(v["key"], s)]
         row = {"name": v["name"], "ablation": v["ablation"], "replacement": v["replacement"],
-               "config_changes": v["config_changes"], "seeds": [r["seed"] for r in runs],
+               "config_changes": v["config_changes"], "description": v.get("description", ""),
+               "seeds": [r["seed"] for r in runs],
                "ppl": [r["ppl"] for r in runs], "same_config_as": first_name.setdefault(v["key"], v["name"]),
                "failed_seeds": [{"seed": r["seed"], "error": r.get("error")} for r in failed]}
         if row["same_config_as"] == v["name"]:
@@ -117,8 +118,11 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
                 f"{recall} | {v['tokens_per_s']:,.0f} | {v['parameters']:,.0f} |")
 
     for title in study["ablations"]:
-        lines += [f"## {title}", "", header, rule, row(base)]
-        lines += [row(v) for v in report["variants"] if v["ablation"] == title]
+        mine = [v for v in report["variants"] if v["ablation"] == title]
+        lines += [f"## {title}", ""]
+        lines += [f"- {v['name']}: {v['description']}" for v in mine if v.get("description")]
+        lines += [""] if any(v.get("description") for v in mine) else []
+        lines += [header, rule, row(base)] + [row(v) for v in mine]
         if title in figures:
             lines += ["", f"![{title}]({figures[title]})"]
         lines.append("")

@@ -2,6 +2,7 @@
 
 Study folder:
     study.json     the plan as variants and configs (written first; a rerun must match it)
+    plan.resolved.toml  the plan as it was understood, in the TOML plan format (runs the same study)
     ledger.jsonl   append-only, one checksummed line per finished run (ok or failed)
     runs/KEY-sN/   each run's training folder (resumed from its checkpoint after an interruption)
     report.md, report.json, *.png   written from the ledger(s) by report.py
@@ -18,18 +19,20 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from memorizing.ablation.components import Variant, apply_changes, variants_for
-from memorizing.ablation.plan import load_plan
+from memorizing.ablation.configs import apply_changes
+from memorizing.ablation.mapping import Resolution, Variant, resolve
+from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 
-STUDY, LEDGER, RUNS = "study.json", "ledger.jsonl", "runs"
+STUDY, LEDGER, RUNS, RESOLVED = "study.json", "ledger.jsonl", "runs", "plan.resolved.toml"
 
 
 def config_key(config: Config) -> str:
@@ -39,30 +42,70 @@ def config_key(config: Config) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str], seeds: int) -> dict:
-    """The study as data: variants with their config changes and run keys, and one config per key."""
+@dataclass
+class Understood:
+    """A plan as the lab reads it against a baseline: each section's resolution (variants or a refusal)."""
+    plan: Plan
+    baseline: Config
+    resolutions: list[Resolution]
+
+    def problems(self) -> list[str]:
+        return [problem_line(r) for r in self.resolutions if r.refusal is not None]
+
+
+REASON_LABEL = {"not-available": "not available", "equals-baseline": "equals the baseline",
+                "ambiguous": "ambiguous", "unknown": "unknown", "invalid": "invalid"}
+
+
+def problem_line(r: Resolution) -> str:
+    return f"line {r.section.line} ({r.section.title!r}): {REASON_LABEL[r.refusal.reason]}: {r.refusal.message}"
+
+
+def understand(plan: str | None, preset: str, corpus: str | None, sets: list[str]) -> Understood:
+    """Read the plan and resolve every section against the baseline (the preset with the --set changes)."""
+    loaded = load_plan(plan)
+    baseline = build_config(None, preset, corpus, sets)
+    return Understood(loaded, baseline, resolve(loaded.sections, baseline))
+
+
+def plan_error(understood: Understood) -> PlanError:
+    problems = understood.problems()
+    total = len(understood.resolutions)
+    return PlanError(f"{understood.plan.source}: {len(problems)} of {total} section{'s' if total > 1 else ''} cannot "
+                     f"be run, so nothing was run:\n  " + "\n  ".join(problems) +
+                     f"\n`memorizing ablate {understood.plan.path or ''} --dry-run` shows how each section was read."
+                     .replace("  --dry-run", " --dry-run"))
+
+
+def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str], seeds: int,
+               understood: Understood | None = None, partial: bool = False) -> dict:
+    """The study as data: variants with their config changes and run keys, and one config per key. A plan with
+    a refused section raises PlanError listing every problem (`partial` keeps the sections that resolved)."""
     if seeds < 1:
         raise UserError(f"--seeds {seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
-    ablations, plan_name = load_plan(plan)
-    baseline = build_config(None, preset, corpus, sets)
-    source = plan or "built-in seed plan"
-    variants = [Variant("baseline", "baseline", None, {})]
-    for ablation in ablations:
-        variants += variants_for(ablation, source)
+    understood = understood or understand(plan, preset, corpus, sets)
+    if understood.problems() and not partial:
+        raise plan_error(understood)
+    baseline = understood.baseline
+    variants = [Variant("baseline", "baseline", None, {}, "the full model of the preset")]
+    for r in understood.resolutions:
+        variants += r.variants
     configs, rows = {}, []
     for v in variants:
-        config = apply_changes(baseline, v.changes, where=f"{source}: variant {v.name!r} of {v.ablation!r}")
+        config = apply_changes(baseline, v.changes)
         key = config_key(config)
         configs[key] = config.to_dict()
         rows.append({"name": v.name, "ablation": v.ablation, "replacement": v.replacement,
-                     "config_changes": {k: _jsonable(val) for k, val in v.changes.items()}, "key": key})
+                     "config_changes": {k: _jsonable(val) for k, val in v.changes.items()}, "key": key,
+                     "description": v.description, "equals_baseline": v.equals_baseline})
     names = [r["name"] for r in rows]
     for r in rows:  # names must be unique: qualify repeated ones with their ablation
         if names.count(r["name"]) > 1 and r["ablation"] != "baseline":
             r["name"] = f"{r['name']} ({r['ablation']})"
-    return {"plan": plan_name, "plan_path": plan, "preset": preset, "corpus": baseline.data.corpus, "sets": sets,
-            "seeds": [baseline.train.seed + s for s in range(seeds)],
-            "ablations": [a.title for a in ablations], "variants": rows, "configs": configs}
+    return {"plan": understood.plan.name, "plan_path": plan, "preset": preset, "corpus": baseline.data.corpus,
+            "sets": sets, "seeds": [baseline.train.seed + s for s in range(seeds)],
+            "ablations": [r.section.title for r in understood.resolutions if r.refusal is None],
+            "variants": rows, "configs": configs}
 
 
 def _jsonable(value):
@@ -174,29 +217,43 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def run_study(args) -> int:
     from memorizing.ablation.report import write_report
-    study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds)
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
+    understood = understand(args.plan, args.preset, args.corpus, args.sets)
     shard_i, shard_n = parse_shard(args.shard)
+    if args.dry_run:  # what was understood, then the problems (exit status 2) or the resolved plan
+        study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, partial=True)
+        runs = all_runs(study)
+        print_variants(study, len(runs), len(runs[shard_i - 1::shard_n]), understood)
+    study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood)
+    resolved = resolved_toml(understood.plan, understood.resolutions, args.preset, args.sets)
+    if args.resolve:
+        atomic_write(Path(args.resolve), lambda tmp: Path(tmp).write_text(resolved))
+        print(f"resolved plan: {len(study['variants']) - 1} variants in {len(understood.resolutions)} ablations "
+              f"written to {args.resolve}; `memorizing ablate {args.resolve} --preset {args.preset}` runs the same "
+              f"study")
+    if args.dry_run or args.resolve:
+        return 0
     jobs = args.jobs if args.jobs is not None else 1 if torch.cuda.is_available() else os.cpu_count() or 1
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is invalid: give 1 or more.")
     runs = all_runs(study)
     mine = runs[shard_i - 1::shard_n]
-    if args.dry_run:
-        print_variants(study, len(runs), len(mine))
-        return 0
 
     folder = Path(args.out)
     study["command"] = "memorizing " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("memorizing") else None
     existing = folder / STUDY
     if existing.exists():
         previous = json.loads(existing.read_text())
-        if previous.get("configs") != study["configs"] or previous.get("variants") != study["variants"]:
+        if previous.get("configs") != study["configs"] or _identity(previous) != _identity(study):
             raise UserError(f"{folder} holds another study (its plan or settings differ): rerun the same command "
                             f"to continue it, or choose another --out.")
         study["command"] = previous.get("command") or study["command"]
     else:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(existing, lambda tmp: Path(tmp).write_text(json.dumps(study, indent=2)))
+    if not (folder / RESOLVED).exists():
+        atomic_write(folder / RESOLVED, lambda tmp: Path(tmp).write_text(resolved))
 
     warn = lambda message: print(f"memorizing ablate: warning: {message}", file=sys.stderr)
     done = read_ledger(folder, warn)
@@ -232,14 +289,38 @@ def run_study(args) -> int:
     return 0
 
 
-def print_variants(study: dict, total: int, mine: int) -> None:
+def _identity(study: dict) -> list:
+    """What makes two studies the same: each variant's name, ablation and configuration (not its wording)."""
+    return [(v["name"], v["ablation"], v["key"]) for v in study.get("variants", [])]
+
+
+def print_variants(study: dict, total: int, mine: int, understood: Understood | None = None) -> None:
+    """The dry run: for each section, what it was read as and the words that decided it, then its variants and
+    what each one means."""
     print(f"plan {study['plan']}: baseline = preset {study['preset']} on {study['corpus']}"
           f"{' with ' + ', '.join(study['sets']) if study['sets'] else ''}; seeds {study['seeds']}")
-    seen = {}
-    for v in study["variants"]:
+    seen: dict[str, str] = {}
+
+    def variant_line(v):
         same = seen.setdefault(v["key"], v["name"])
         changes = ", ".join(f"{k} = {val!r}" for k, val in v["config_changes"].items()) or "(the baseline)"
         shared = f"   [same config as {same!r}: trained once]" if same != v["name"] else ""
         print(f"  [{v['ablation']}] {v['name']}: {changes}{shared}")
+        if v.get("description") and v["ablation"] != "baseline":
+            print(f"      = {v['description']}")
+
+    rows = iter(study["variants"])
+    variant_line(next(rows))  # the baseline
+    for r in understood.resolutions if understood else []:
+        head = f"line {r.section.line} {r.section.title!r}"
+        if r.refusal is not None:
+            print(f"{head}: REFUSED ({r.refusal.reason}): {r.refusal.message}")
+            continue
+        what = r.component.label if r.component else "config keys"
+        print(f"{head}: {what}, {r.action}; decided by {'; '.join(r.evidence)}")
+        for _ in r.variants:
+            variant_line(next(rows))
+    for v in rows:  # without the plan's reading (a study read back from study.json)
+        variant_line(v)
     print(f"{len(study['configs'])} distinct configs x {len(study['seeds'])} seeds = {total} runs"
           f"{f' ({mine} in this shard)' if mine != total else ''}; nothing trained (--dry-run)")

@@ -1,0 +1,710 @@
+"""Plan layout: from the text people and planners write to a list of sections.
+
+What this module knows is the *shape* of a plan, not its meaning. Accepted, and mixed freely:
+- Markdown headings of any level; a heading with sub-headings, or titled like "Ablation plan", holds sections;
+  one titled like an aside ("Reasoning trace", "Summary", "Baseline") is read only when nothing else is;
+- bullet (`-`, `*`, `+`, `•`) and numbered (`1.`, `1)`, `A1.`, `(a)`) items, nested by indentation, as sections
+  or as values; task-list boxes (`- [ ]`);
+- fields as `**Ablated Part**: ...`, `Component: ...`, `**Values:**` followed by a list, or inline on one line
+  (`Component: x; Action: REPLACE; Values: a, b`, `Title — REPLACE — values`, `Title → values`,
+  `Title: values`), or as sub-headings (`#### Action`);
+- Markdown and HTML tables with one ablation per row;
+- bold-lead paragraphs (`**A. Title.** prose`), paragraphs of field lines, paragraphs that enumerate ablations
+  (`(1) ..., (2) ...`, `First, ... Second, ...`), plain prose under a heading;
+- YAML-like (`- name: ...`) and JSON lists;
+- HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code.
+
+Each section keeps its title, the line where it starts, and its text sorted by role: what is ablated (`part`),
+the action, the values as written, the change described, free prose, and notes (hypothesis, rationale: never
+used to decide anything).
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from memorizing.ablation.fields import field_role, split_inline
+from memorizing.ablation.markup import Line, clean
+
+
+# Headings and sections that hold no ablation: asides (read only when a plan has nothing else), and lists of
+# ablations (their items or tables are the sections).
+ASIDE_ANY = (r"summary|overview|notes?|reasoning(?: trace)?|thoughts?|thinking|introduction|background|motivation|"
+             r"conclusions?|references|appendix|timeline|schedule|budget|compute(?: budget)?|resources|next steps|"
+             r"discussion|risks?|limitations|caveats|assumptions|expected (?:results|outcomes|effects)|"
+             r"implementation (?:notes|details)|priorit(?:y|ies|isation|ization)|rationale|open questions")
+
+ASIDE_EXACT = (r"baseline(?: (?:model|run|setup|config(?:uration)?|settings?))?|control(?: run)?|reference(?: run| "
+               r"model)?|full model|setup|experimental setup|evaluation(?: protocol| plan| setup)?|metrics|results|"
+               r"goals?|objectives?|analysis|hypothes[ie]s|context")
+
+ASIDE_TITLE = re.compile(rf"^(?:the |our |a |general )?(?:(?:{ASIDE_ANY})\b.*|(?:{ASIDE_EXACT})(?:\s*\(.*\))?"
+                         rf"(?:\s*[:—–-]\s*.*)?)$")
+
+CONTAINER_TITLE = re.compile(
+    r"^(?:the |our |proposed |planned |suggested |candidate |prioriti[sz]ed |\w+ )?(?:(?:ablation |experiment(?:al)? )?"
+    r"plans?|ablations|ablation (?:study|studies|list|plans?|overview|queue)|experiments|ablation experiments|"
+    r"list of ablations)\b(?!\s*:)[\w\s()-]*(?::.*)?$")
+
+CONTAINER_WORD = re.compile(r"\b(?:ablations|ablation (?:plan|study|studies|list|queue)|plans?|experiments|runs|"
+                            r"ideas|todo|to-do|list|queue|proposals|candidates|studies)\b", re.I)
+
+ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
+
+
+@dataclass
+class Section:
+    """One ablation as written: its text sorted by role. `values` are the value lines as written (not split)."""
+    title: str
+    line: int  # 1-based line of the plan where the section starts
+    part: str = ""
+    action: str = ""
+    values: list[str] = field(default_factory=list)
+    change: str = ""
+    prose: str = ""
+    notes: str = ""
+    metrics: str = ""
+    # TOML plans name their changes directly: (name, {key: value}, description, replacement) per variant
+    direct: list[tuple[str, dict, str | None, str | None]] = field(default_factory=list)
+
+    def add(self, role: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        if role == "title":
+            self.title = self.title or text
+        elif role == "values":
+            self.values.append(text)
+        else:
+            old = getattr(self, role)
+            setattr(self, role, f"{old}\n{text}" if old else text)
+
+    def text(self) -> str:
+        """Everything that may say what the section ablates (not its notes or metrics)."""
+        return "\n".join(t for t in (self.title, self.part, self.action, self.change, *self.values, self.prose) if t)
+
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+
+RULE = re.compile(r"^\s*([-*_=])(\s*\1){2,}\s*$")
+
+TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+
+ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+•▪◦‣–]|\d{1,3}[.)]|[A-Za-z]\d{0,2}[.)]|\(\w{1,3}\))\s+"
+                  r"(?P<text>\S.*)$")
+
+BOLD_LEAD = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*\s*(?P<rest>.*)$")
+
+FIELD_LINE = re.compile(r"^\s*(?:\*\*|__)?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?"
+                        r"\s*(?P<value>.*)$")
+
+
+@dataclass(eq=False)  # entries are found by identity: a plan may repeat a line word for word
+class Entry:
+    number: int
+    indent: int
+    kind: str  # blank | heading | rule | row | item | text
+    text: str  # without marker and indentation
+    level: int = 0  # heading level
+    marker: str = ""
+
+
+SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+
+def entries(lines: list[Line]) -> list[Entry]:
+    """Each line as an entry of its kind; a line underlined with '===' or '---' is a heading (level 1 or 2)."""
+    out = []
+    underline = set()
+    for k, line in enumerate(lines[:-1]):
+        below = SETEXT.match(lines[k + 1].text)
+        if below and line.text.strip() and not ITEM.match(line.text) and not HEADING.match(line.text) and \
+                not line.text.strip().startswith("|") and (k == 0 or not lines[k - 1].text.strip()):
+            underline.add(k + 1)
+    for k, line in enumerate(lines):
+        raw = line.text.expandtabs(4)
+        indent = len(raw) - len(raw.lstrip())
+        if k in underline:
+            continue
+        if k + 1 in underline:
+            level = 1 if lines[k + 1].text.strip().startswith("=") else 2
+            out.append(Entry(line.number, 0, "heading", raw.strip().strip("*").strip(), level=level))
+        elif not raw.strip():
+            out.append(Entry(line.number, 0, "blank", ""))
+        elif (m := HEADING.match(raw)):
+            out.append(Entry(line.number, 0, "heading", m[2].strip().strip("*").strip(), level=len(m[1])))
+        elif RULE.match(raw):
+            out.append(Entry(line.number, indent, "rule", ""))
+        elif TABLE_RULE.match(raw) and "-" in raw:
+            out.append(Entry(line.number, indent, "table-rule", ""))
+        elif raw.strip().startswith("|") and raw.strip().endswith("|") and raw.count("|") >= 3:
+            out.append(Entry(line.number, indent, "row", raw.strip()))
+        elif (m := ITEM.match(raw)) and not _is_bold_marker(raw):
+            text = re.sub(r"^\[[ xX✓]?\]\s*", "", m["text"].strip())  # a task-list box
+            out.append(Entry(line.number, len(m["indent"]), "item", text, marker=m["marker"]))
+        else:
+            out.append(Entry(line.number, indent, "text", raw.strip()))
+    return out
+
+
+def _is_bold_marker(raw: str) -> bool:
+    """'**A. Title.**' starts with '*' but is bold text, not a bullet."""
+    return raw.lstrip().startswith("**")
+
+SEPARATOR = re.compile(r"\s+(?:—|–|--|\|)\s+")
+
+ARROW = re.compile(r"\s*(?:→|->|=>|⟶|⇒)\s*")
+
+
+def strip_number(title: str) -> str:
+    """'1. Remove X' -> 'Remove X', '**A. Retrieval count.**' -> 'Retrieval count'; IDs such as 'A1.' stay."""
+    title = title.strip().strip("*").strip()
+    title = re.sub(r"^(?:\d{1,3}[.)]|[A-Za-z][.)]|\(\w{1,3}\))\s+", "", title)
+    return title.rstrip(".:").strip().strip("*").strip()
+
+
+def read_head(section: Section, text: str, has_body: bool = False) -> None:
+    """The first line of an item or a table-less one-liner: a title, inline fields, an action, an arrow. With
+    field lines of its own below it, a plain head line is only the title."""
+    if not text.strip():
+        return
+    bold = BOLD_LEAD.match(text)
+    if bold and not field_role(bold["title"]) and not bold["rest"].startswith(":"):
+        section.title = strip_number(bold["title"])
+        text = bold["rest"].lstrip(" .:—–-")
+        if not text:
+            return
+        lead, fields = split_inline(text)
+        if fields:
+            _take_fields(section, lead, fields, lead_is_title=False)
+        else:
+            _one_liner(section, text, has_title=True)
+        return
+    lead, fields = split_inline(text)
+    if fields and len(lead) < 80:
+        _take_fields(section, lead, fields, lead_is_title=True)
+        return
+    if has_body and not SEPARATOR.search(text) and not ARROW.search(text) and not ACTION_WORD.search(text):
+        section.title = strip_number(text)
+        return
+    _one_liner(section, text, has_title=False)
+
+
+def _take_fields(section: Section, lead: str, fields: list, lead_is_title: bool) -> None:
+    if lead:
+        if lead_is_title and not section.title:
+            section.title = strip_number(lead)
+        else:
+            section.add("prose", lead)
+    for role, value in fields:
+        _add_field(section, role, value)
+    if not section.title:
+        section.title = next((v for r, v in fields if r == "part" and v), "") or \
+            next((v for r, v in fields if v and r not in ("metrics", "notes")), "(untitled)")
+
+
+def _add_field(section: Section, role: str | None, value: str) -> None:
+    if role == "action":
+        _add_action(section, value)
+    elif role is None:
+        section.add("prose", value)
+    else:
+        section.add(role, value)
+
+
+def _add_action(section: Section, text: str) -> None:
+    """'REPLACE → exact (brute force)': the action, and the values or change that follow it."""
+    word = re.match(r"\s*((?:turn|switch|take|leave|zero|cut)\s+(?:off|on|out)\b|\w+)", text, re.I)
+    if not word:
+        return
+    rest = text[word.end():].strip()
+    section.action = section.action or word[1]
+    if not rest:
+        return
+    arrow = re.match(r"^(?:→|->|=>|:|with\b|by\b|to\b)\s*(.+)$", rest)
+    if arrow:
+        section.add("values", arrow[1])
+    else:
+        section.add("change", rest)
+
+
+def _one_liner(section: Section, text: str, has_title: bool) -> None:
+    """'Memory off — REMOVE the kNN memory', 'Gate → fixed 0.5 / fixed 0.9', 'XL cache → 0', or a sentence."""
+    parts = [p.strip() for p in SEPARATOR.split(text) if p.strip()]
+    if not parts:
+        return
+    named = re.match(r"^(?P<name>[^:.;]{2,40}?)\s*:\s+(?P<rest>\S.*)$", text)
+    if len(parts) == 1 and not has_title and named and len(named["name"].split()) <= 5:
+        section.title = strip_number(named["name"])
+        section.add("part", named["name"])
+        rest = named["rest"]
+        if len(rest.split()) <= 4 or re.match(r"\s*[\d{\[]", rest):
+            section.add("values", rest)
+        else:
+            section.add("change", rest)
+        return
+    if len(parts) == 1 and not has_title:
+        arrow = ARROW.split(text, maxsplit=1)
+        if len(arrow) == 2 and arrow[0].strip() and len(arrow[0]) < 80:
+            section.title = strip_number(arrow[0])
+            section.add("part", arrow[0])
+            section.add("values", arrow[1])
+            return
+        section.title = strip_number(_first_clause(text))
+        section.add("prose", text)
+        return
+    if not has_title:
+        section.title = strip_number(parts.pop(0))
+        section.add("part", section.title)
+    for piece in parts:
+        action = re.match(r"^(REMOVE|REPLACE|ADD)\b\s*(.*)$", piece)
+        if action and not section.action:
+            _add_action(section, piece)
+            continue
+        arrow = ARROW.split(piece, maxsplit=1)
+        if len(arrow) == 2:
+            section.add("part", arrow[0])
+            section.add("values", arrow[1])
+        elif section.action and section.action.upper() != "REMOVE":
+            section.add("values", piece)
+        else:
+            section.add("prose", piece)
+
+
+def _first_clause(text: str) -> str:
+    """The title of a section written as one sentence: the sentence up to its first full stop."""
+    sentence = re.split(r"(?<=[a-z0-9)])\.(?:\s|$)", text, maxsplit=1)[0]
+    return sentence.strip()
+
+
+def read_body(section: Section, body: list[Entry]) -> None:
+    """The lines under a section's title: fields, value lists, prose, notes."""
+    list_role, list_indent = None, -1
+    paragraph: list[str] = []
+    bare_items: list[str] = []
+
+    def flush():
+        if paragraph:
+            text = " ".join(paragraph)
+            section.add("notes" if re.fullmatch(r"\(.*\)", text.strip()) else "prose", text)
+            paragraph.clear()
+
+    for i, e in enumerate(body):
+        if e.kind == "blank":
+            flush()
+            nxt = next((b for b in body[i + 1:] if b.kind != "blank"), None)
+            if list_role and (nxt is None or nxt.kind != "item"):
+                list_role = None
+            continue
+        if e.kind in ("rule", "heading", "table-rule"):
+            flush()
+            list_role = None
+            continue
+        text = e.text
+        if e.kind == "row":
+            text = " ".join(c.strip() for c in text.strip("|").split("|"))
+        field = FIELD_LINE.match(text)
+        role = field_role(field["name"]) if field else None
+        bold_field = bool(field) and bool(re.match(r"^\s*(\*\*|__)", text))
+        if field and (role or bold_field):
+            flush()
+            value = field["value"].strip().strip("*").strip()
+            lead, inline = split_inline(value) if role != "values" else (value, [])
+            if inline:
+                _add_field(section, role, lead)
+                for r, v in inline:
+                    _add_field(section, r, v)
+                list_role = None
+                continue
+            _add_field(section, role, value)
+            list_role, list_indent = (role or "prose"), e.indent
+            continue
+        if e.kind == "item":
+            flush()
+            if list_role and e.indent >= list_indent:
+                _add_field(section, list_role if list_role != "action" else "values", text)
+            else:
+                bare_items.append(text)  # a list of its own: the values, unless the section names them
+            continue
+        if list_role and e.indent > list_indent and list_role in ("values", "change", "part", "notes"):
+            _add_field(section, list_role, text)
+            continue
+        paragraph.append(text)
+    flush()
+    if bare_items:
+        if section.values:
+            section.add("prose", "; ".join(bare_items))
+        else:
+            for item in bare_items:
+                section.add("values", item)
+
+
+def _title_words(title: str) -> str:
+    """A title's words for classifying it: lowercase ASCII (emoji, even mis-encoded ones, are dropped)."""
+    words = re.sub(r"[^a-z0-9\s():—–-]", " ", title.lower())
+    words = re.sub(r"\s+", " ", words).strip()
+    return re.sub(r"^(?:\d+|[a-z])[.)]?\s+", "", words)
+
+
+def is_aside_title(title: str) -> bool:
+    """'Reasoning trace', 'Summary of results', 'Baseline: full model', 'Notes': no ablation of its own."""
+    return bool(ASIDE_TITLE.match(_title_words(title)))
+
+
+def is_container_title(title: str) -> bool:
+    """'Ablation plan', 'Proposed ablations': a heading whose body lists the ablations."""
+    return bool(CONTAINER_TITLE.match(_title_words(title)))
+
+
+def _has_own_fields(body: list[Entry]) -> bool:
+    """Whether a heading's body holds fields at its own level (then it is a section, its lists are values)."""
+    for e in body:
+        if e.kind in ("text", "item"):
+            m = FIELD_LINE.match(e.text)
+            if m and field_role(m["name"]) in ("part", "action", "values", "change"):
+                if e.kind == "text" or (e.indent == 0 and not _is_section_item(e, body)):
+                    return True
+    return False
+
+
+def _is_section_item(e: Entry, body: list[Entry]) -> bool:
+    """An item that is an ablation of its own: inline fields, an action word, an arrow or nested fields."""
+    lead, fields = split_inline(e.text)
+    if sum(1 for r, _ in fields if r in ("part", "action", "values", "change")) >= 2:
+        return True
+    if ACTION_WORD.search(e.text) or ARROW.search(e.text):
+        return True
+    start = body.index(e)
+    for nxt in body[start + 1:]:
+        if nxt.kind == "blank":
+            continue
+        if nxt.indent <= e.indent and nxt.kind == "item" or nxt.kind == "heading":
+            break
+        if nxt.indent > e.indent or nxt.kind == "text":
+            m = FIELD_LINE.match(nxt.text)
+            if m and field_role(m["name"]) in ("part", "action", "values", "change"):
+                return True
+        if nxt.indent <= e.indent and nxt.kind != "item":
+            break
+    return False
+
+
+def sections_from_heading(title: str, number: int, body: list[Entry]) -> list[Section]:
+    """A leaf heading: one section, unless its body is a list of ablations (then each item is one)."""
+    if not _has_own_fields(body):
+        items = _section_items(body, container=bool(CONTAINER_WORD.search(title)))
+        if items:
+            return items
+        tables = _table_sections(body)
+        if tables:
+            return tables
+    blocks = _paragraph_sections(body)
+    if len(blocks) >= 2 and all(b.part or b.action for b in blocks):
+        return blocks
+    section = Section(title=strip_number(title), line=number)
+    read_body(section, body)
+    return [section] if _has_content(section) else []
+
+
+def _has_content(section: Section) -> bool:
+    return bool(section.part or section.action or section.values or section.change or section.prose)
+
+
+def _section_items(body: list[Entry], container: bool = False) -> list[Section]:
+    """Top-level items of a body, when at least one of them reads as an ablation of its own (under a heading
+    that names a list of ablations: when they read as ablations rather than bare values)."""
+    items = [e for e in body if e.kind == "item"]
+    if not items:
+        return []
+    top = min(e.indent for e in items)
+    tops = [e for e in items if e.indent == top]
+    if any(_is_section_item(e, body) for e in tops):
+        return _items_to_sections(body, tops)
+    if container and sum(_reads_as_ablation(e.text) for e in tops) * 2 > len(tops):
+        return _items_to_sections(body, tops)
+    return []
+
+
+def _reads_as_ablation(text: str) -> bool:
+    """'Memory size: 4K, 16K' or 'Remove the memory position bias', not a bare value such as '8K entries'."""
+    return bool(re.match(r"^[^:]{2,40}:\s+\S", text)) or len(re.findall(r"[A-Za-z]{2,}", text)) >= 3
+
+
+def _items_to_sections(body: list[Entry], tops: list[Entry]) -> list[Section]:
+    sections = []
+    for k, item in enumerate(tops):
+        start = body.index(item)
+        end = body.index(tops[k + 1]) if k + 1 < len(tops) else len(body)
+        rest = body[start + 1:end]
+        # the item's own lines: nested deeper, or continuation text before a blank line + unindented paragraph
+        own = []
+        for j, e in enumerate(rest):
+            if e.kind in ("heading", "rule"):
+                break
+            if e.kind == "blank":
+                nxt = next((b for b in rest[j + 1:] if b.kind != "blank"), None)
+                if nxt is None or nxt.indent <= item.indent and nxt.kind != "item":
+                    break
+                own.append(e)
+                continue
+            own.append(e)
+        section = Section(title="", line=item.number)
+        head = item.text
+        yaml = re.match(r"^(name|title|id)\s*:\s*(.+)$", head, re.I)
+        if yaml:
+            section.title = yaml[2].strip().strip("'\"")
+        else:
+            read_head(section, head, has_body=any(_field_entry(e) for e in own))
+        read_body(section, [Entry(e.number, max(0, e.indent - item.indent - 1), e.kind, e.text, e.level, e.marker)
+                            for e in own])
+        if not section.title:
+            section.title = section.part or "(untitled)"
+        sections.append(section)
+    return sections
+
+
+def _table_sections(body: list[Entry]) -> list[Section]:
+    """A Markdown (or converted HTML) table: a header row naming the fields, then one ablation per row."""
+    sections = []
+    header = None
+    for e in body:
+        if e.kind != "row":
+            if e.kind not in ("table-rule", "blank"):
+                header = None  # text between tables: the next table has its own header
+            continue
+        cells = [c.strip() for c in e.text.strip().strip("|").split("|")]
+        if header is None:
+            roles = [field_role(c) for c in cells]
+            if any(roles):
+                header = roles
+                continue
+            header = ["title"] + ["prose"] * (len(cells) - 1)
+        if all(not c for c in cells):
+            continue
+        section = Section(title="", line=e.number)
+        for role, cell in zip(header, cells):
+            if re.fullmatch(r"[-–—]?|n/?a|none|\(none\)", cell.strip(), re.I) and role in ("values", "change"):
+                continue
+            if role == "title":
+                section.title = section.title or strip_number(cell)
+            elif role == "part":
+                section.add("part", cell)
+                section.title = section.title or strip_number(cell)
+            else:
+                _add_field(section, role or "prose", cell)
+        if not section.part:
+            section.add("part", section.title)
+        sections.append(section)
+    return sections
+
+
+def _field_entry(e: Entry) -> bool:
+    m = FIELD_LINE.match(e.text) if e.kind in ("text", "item") else None
+    return bool(m) and field_role(m["name"]) in ("part", "action", "values", "change")
+
+
+def _paragraph_sections(body: list[Entry]) -> list[Section]:
+    """Blocks separated by blank lines, each with field lines of its own ('Ablation 1: X' then 'Component: ...')."""
+    blocks, current = [], []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind in ("blank", "rule"):
+            if current:
+                blocks.append(current)
+            current = []
+        else:
+            current.append(e)
+    blocks = [b for b in blocks if sum(_field_entry(e) for e in b) >= 1]
+    if len(blocks) < 2 and not (blocks and not _field_entry(blocks[0][0])):
+        return []
+    sections = []
+    for block in blocks:
+        head = block[0]
+        section = Section(title="", line=head.number)
+        if _field_entry(head):
+            read_body(section, block)
+        else:
+            section.title = strip_number(re.sub(r"^(?:\*\*|__)(.*?)(?:\*\*|__)$", r"\1", head.text))
+            read_body(section, block[1:])
+        if not section.title:
+            section.title = section.part or "(untitled)"
+        sections.append(section)
+    return sections
+
+ENUMERATOR = re.compile(r"(?:^|(?<=[\s,;:]))\((?:\d{1,2}|[ivx]{1,4}|[a-h])\)\s+|(?:^|(?<=[.;!?]\s))(?:first|second|"
+                        r"third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|next|then|finally|lastly|last)\b,?\s+",
+                        re.I)
+
+
+def _enumerated_sections(body: list[Entry]) -> list[Section]:
+    """A paragraph that lists ablations inline: '(1) remove the memory, (2) ...' or 'First, ... Second, ...'."""
+    sections = []
+    paragraph: list[Entry] = []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind == "text":
+            paragraph.append(e)
+            continue
+        text = " ".join(p.text for p in paragraph)
+        marks = list(ENUMERATOR.finditer(text))
+        if len(marks) >= 2:
+            for k, m in enumerate(marks):
+                end = marks[k + 1].start() if k + 1 < len(marks) else len(text)
+                chunk = re.sub(r"(?:[,;]\s*|\s+)(?:and|or)?\s*$", "", text[m.end():end].strip()).strip(" ,;.")
+                if chunk:
+                    section = Section(title=_first_clause(chunk)[:80], line=paragraph[0].number)
+                    section.add("prose", chunk)
+                    sections.append(section)
+        paragraph = []
+    return sections
+
+
+def _bold_lead_sections(body: list[Entry]) -> list[Section]:
+    """Paragraphs that open with a bold title, '**A. Retrieval count.** Replace k by ...'."""
+    sections = []
+    current = None
+    for e in body:
+        bold = BOLD_LEAD.match(e.text) if e.kind == "text" else None
+        if bold and not field_role(bold["title"]) and bold["rest"] and not bold["rest"].startswith(":"):
+            current = Section(title="", line=e.number)
+            read_head(current, e.text)
+            sections.append(current)
+        elif e.kind == "text" and current is not None:
+            current.add("prose", e.text)
+        elif e.kind == "blank":
+            current = None
+    return sections
+
+
+def find_sections(lines: list[Line]) -> list[Section]:
+    """Sections under ablation headings; else lists, tables or paragraphs outside them; asides (summary, notes,
+    reasoning) only when nothing else holds an ablation."""
+    all_entries = entries(lines)
+    headings = [i for i, e in enumerate(all_entries) if e.kind == "heading"]
+    sections: list[Section] = []
+    asides: list[list[Entry]] = []
+    preamble = all_entries[:headings[0]] if headings else all_entries
+    for k, i in enumerate(headings):
+        heading = all_entries[i]
+        end = headings[k + 1] if k + 1 < len(headings) else len(all_entries)
+        nxt = all_entries[end] if end < len(all_entries) else None
+        body = all_entries[i + 1:end]
+        body = body[:next((j for j, e in enumerate(body) if e.kind == "rule"), len(body))]
+        if nxt is not None and nxt.level > heading.level:
+            fielded = _field_headings(all_entries, headings, k)
+            if fielded is not None:
+                sections.append(fielded)
+            continue  # a heading with sub-headings holds them, not an ablation
+        if field_role(heading.text, exact=True) in ("part", "action", "values", "change", "metrics", "notes"):
+            continue  # '#### Action': a field of the ablation above it (see _field_headings)
+        listed = _sections_in_free_region(body) if is_container_title(heading.text) and \
+            not _has_own_fields(body) else []
+        if is_aside_title(heading.text):
+            asides.append(body)
+        else:
+            sections += listed or sections_from_heading(heading.text, heading.number, body)
+    if not sections:  # no ablation heading: the text outside headings, then the asides
+        for region in [preamble] + asides:
+            sections += _sections_in_free_region(region)
+    return [s for s in sections if not _is_aside_section(s)]
+
+
+def _field_headings(all_entries: list[Entry], headings: list[int], k: int) -> Section | None:
+    """An ablation whose fields are sub-headings ('#### Component', '#### Action', '#### Values'), or None.
+    The sub-headings are then skipped as sections (they have field names, which no ablation title is)."""
+    heading = all_entries[headings[k]]
+    children = []
+    for j in headings[k + 1:]:
+        if all_entries[j].level <= heading.level:
+            break
+        children.append(j)
+    roles = [field_role(all_entries[j].text, exact=True) for j in children]
+    if not children or not all(roles) or not any(r in ("part", "action", "values", "change") for r in roles):
+        return None
+    section = Section(title=strip_number(heading.text), line=heading.number)
+    for j, role in zip(children, roles):
+        end = next((i for i in headings if i > j), len(all_entries))
+        body = [e for e in all_entries[j + 1:end] if e.kind not in ("blank", "rule")]
+        if role == "values" and len(body) > 1:
+            for e in body:
+                section.add("values", e.text)
+        else:
+            _add_field(section, role, " ".join(e.text for e in body))
+    return section
+
+
+def _is_aside_section(section: Section) -> bool:
+    """A list item or table row that describes the baseline or a note, with no action of its own."""
+    acts = re.match(r"\s*(?:remove|replace|add|drop|disable|swap|change|vary|sweep|ablate|introduce|set|turn|"
+                    r"switch|take|use|try|increase|decrease|reduce|move)\b", section.action, re.I)
+    return is_aside_title(section.title) and not acts and not section.values
+
+
+def _sections_in_free_region(body: list[Entry]) -> list[Section]:
+    """Text outside any ablation heading: a table, a list of ablations, or bold-lead paragraphs."""
+    found = _table_sections(body)
+    if found:
+        return found
+    items = [e for e in body if e.kind == "item"]
+    if items:
+        found = _section_items(body)
+        if found:
+            return found
+        top = min(e.indent for e in items)
+        tops = [e for e in items if e.indent == top]
+        bold = _bold_lead_sections(body)
+        if bold and len(bold) >= len(tops):
+            return bold
+        return _items_to_sections(body, tops)
+    return _bold_lead_sections(body) or _paragraph_sections(body) or _enumerated_sections(body)
+
+
+def json_sections(text: str) -> list[Section] | None:
+    """A plan written as JSON (alone or in a code block): a list of objects, or an object holding one."""
+    start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
+        return None
+    sections = []
+    for entry, at in zip(data, _object_starts(text, start)):
+        section = Section(title="", line=text[:at].count("\n") + 1)
+        for key, value in entry.items():
+            values = value if isinstance(value, list) else [value]
+            role = field_role(str(key)) or "prose"
+            for v in values:
+                _add_field(section, role, v if isinstance(v, str) else json.dumps(v))
+        section.title = section.title or section.part or "(untitled)"
+        if section.part or section.action or section.values or section.change:
+            sections.append(section)
+    return sections or None
+
+
+def _object_starts(text: str, start: int):
+    """Where each object of the JSON list at `start` begins (for the line numbers of messages)."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if ch == "{" and depth == (3 if text[start] == "{" else 2):
+                yield i
+        elif ch in "]}":
+            depth -= 1
+
+
+def read_sections(text: str) -> list[Section]:
+    """The sections of a plan, in plan order."""
+    if re.match(r"\s*(?:```\w*\s*)?[\[{]", text):
+        found = json_sections(text)
+        if found:
+            return found
+    return find_sections(clean(text))

@@ -1,0 +1,121 @@
+"""What the model does not have: each thing a plan may ask for that `memorizing` cannot run, how a plan names it,
+and the nearest thing the model has. A section that asks for one of these is refused with both names; it is
+never mapped onto something else."""
+
+import re
+from dataclasses import dataclass
+
+from memorizing.ablation.values import REFERENCE, clauses, is_kept
+
+
+@dataclass(frozen=True)
+class Missing:
+    name: str  # how the refusal names it
+    pattern: re.Pattern
+    nearest: str
+
+
+def _p(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.I)
+
+
+POSITION_NEAREST = ("memory.position_bias = \"t5-relative\" (T5-style relative distance) or \"learned-absolute\" "
+                    "(learned bias by the stored key's position)")
+SEARCH_NEAREST = ("memory.search = \"ivf\" (inverted-file index, with memory.ivf_lists and memory.ivf_probe), "
+                  "\"bucketed\" (the paper's approximate top-k) or \"exact\"")
+TRAINING_NEAREST = ("not a plan component; name the config key literally where one exists, e.g. `train.lr=3e-4`, "
+                    "`train.weight_decay=0.05`, `train.warmup=500`")
+
+MISSING = (
+    Missing("a position bias of the local attention (local attention always uses the T5 relative bias; it cannot "
+            "be removed or replaced)",
+            _p(r"\b(?:position\w*|rotary|rope|alibi|t5|relative|sinusoid\w*)\b[^.;]{0,50}\bof (?:the )?local "
+               r"(?:dense )?attention\b|\blocal (?:dense )?attention\b[^.;]{0,30}\b(?:position\w*|rotary|rope|alibi)"
+               r"|\b(?:rotary|rope|alibi|sinusoid\w*|position\w*)\b[^.;]{0,30}\bfor (?:the )?local (?:dense )?"
+               r"attention\b|^(?!.*(?:memor|retriev|stored|knn))(?=.*\b(?:remov\w*|drop\w*|disabl\w*|without|replac\w*|"
+               r"swap\w*|no)\b).*?\b(?:t5|relative)\b[^.;]{0,30}\bbias\b"),
+            "memory.position_bias, the position bias of retrieved memories"),
+    Missing("a sinusoidal position bias for memory", _p(r"\bsinusoid\w*"), POSITION_NEAREST),
+    Missing("a rotary position bias (RoPE) for memory", _p(r"\brotary\b|\brope\b"), POSITION_NEAREST),
+    Missing("an ALiBi position bias for memory", _p(r"\balibi\b|\blinear (?:distance )?(?:penalty|bias)\b"),
+            POSITION_NEAREST),
+    Missing("HNSW search", _p(r"\bhnsw\w*|\bgraph[- ](?:based )?(?:index|search)\b|navigable small[- ]world"),
+            SEARCH_NEAREST),
+    Missing("LSH search (locality-sensitive hashing)", _p(r"\blsh\b|locality[- ]sensitive|random hyperplanes?"),
+            SEARCH_NEAREST),
+    Missing("product quantisation (PQ) search", _p(r"product[- ]quanti[sz]\w*|\b(?:o?pq)\b|sub-?quanti[sz]ers?"),
+            SEARCH_NEAREST),
+    Missing("ScaNN search", _p(r"\bscann\b|anisotropic"), SEARCH_NEAREST),
+    Missing("LRU eviction (least-recently-used)", _p(r"\blru\b|least[- ]recently[- ]used"),
+            "the memory is a FIFO ring buffer that evicts its oldest entries; vary memory.size"),
+    Missing("importance-based eviction", _p(r"importance[- ]based|\bby importance\b|lowest (?:accumulated )?"
+                                            r"attention|least[- ]attended|\blfu\b|least[- ]frequently|"
+                                            r"random eviction"),
+            "the memory is a FIFO ring buffer that evicts its oldest entries; vary memory.size"),
+    Missing("a memory shared across heads or layers (multi-query memory)",
+            _p(r"multi[- ]?query|\bshar(?:e|ed|es|ing)\b[^.;]{0,40}\b(?:heads?|layers?)\b|"
+               r"\b(?:one|single|a single|common|same|global|shared)\s+(?:\w+\s+){0,2}memor(?:y|ies)\b[^.;]{0,30}"
+               r"\b(?:all|both|every|across|shared)\b[^.;]{0,20}\b(?:heads|layers)\b|\bshared memory\b"),
+            "none: the memory is kept per head and per memory layer"),
+    Missing("sliding-window attention", _p(r"sliding[- ]window"),
+            "data.segment (local attention covers the segment and the XL cache of the previous one)"),
+    Missing("memory compression", _p(r"\bcompress\w*"),
+            "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
+    Missing("memory summarisation", _p(r"\bsummar(?:ies|i[sz]\w*)|\bsummary (?:tokens?|vectors?|slots?|entr\w*)"),
+            "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
+    Missing("learned memory writing (a learned choice of what is stored)",
+            _p(r"\b(?:learned|learnable|selective|gated|trainable)\s+(?:memory\s+)?writ\w*|\bwrite[- ]gate|"
+               r"\bwriting gate|\bdecides? (?:which|what) (?:tokens|entries|keys|pairs)"),
+            "none: every (key, value) pair of a segment is written"),
+    Missing("gradients into memory (backpropagating into the stored keys and values)",
+            _p(r"\bgradients?\b[^.;]{0,30}\b(?:into|through)\b[^.;]{0,10}\bmemor|\bbackprop\w*\b[^.;]{0,20}\b(?:into|"
+               r"through)\b[^.;]{0,10}\bmemor|\b(?:do not|don't|not|never|without) detach\w*|\bdifferentiable "
+               r"memory\b|\bnon-?detached\b"),
+            "none: stored keys and values are detached, as in the paper"),
+    Missing("a different model size in the memory layer alone (heads, width)",
+            _p(r"\b(?:heads|width|head dim\w*|hidden size)\b[^.;]{0,25}\b(?:in|of|for) (?:the )?(?:knn )?"
+               r"memory layer\b|\bmemory[- ](?:layer )?heads\b"),
+            "model.heads, model.head_dim and model.dim, which change every layer"),
+    Missing("dropout", _p(r"\bdropout\b"), TRAINING_NEAREST),
+    Missing("the optimiser (optimizer)", _p(r"\boptimi[sz]er\b|\badamw?\b|\badafactor\b|\bsgd\b|\blion\b"),
+            TRAINING_NEAREST),
+    Missing("the learning rate", _p(r"\blearning[- ]rates?\b|\blr schedule\b"), TRAINING_NEAREST),
+    Missing("training hyperparameters (weight decay, warm-up, batch size, gradient clipping, training length)",
+            _p(r"\bweight[- ]decay\b|\bwarm-?up\b|\bbatch[- ]size\b|\bgradient clipping\b|\blabel smoothing\b|"
+               r"\b(?:number of )?training steps\b|\btrain(?:ing)? (?:for )?longer\b|\bepochs?\b"),
+            TRAINING_NEAREST),
+    Missing("a change at evaluation only (a plan trains every variant)",
+            _p(r"\b(?:at|during|for) (?:evaluation|eval|test(?:ing)?|inference)(?: time)? only\b|\bonly (?:at|during|"
+               r"for) (?:evaluation|eval|test(?:ing)?|inference)\b|"
+               r"\b(?:evaluation|eval|inference|test)[- ]time only\b"),
+            "train once, then compare settings that keep the weights with `memorizing eval DIR --set "
+            "memory.search=exact` (or memory.top_k, memory.size)"),
+)
+
+
+@dataclass
+class Found:
+    missing: Missing
+    words: str  # the plan's own words
+
+
+def find_missing(text: str) -> list[Found]:
+    """The things of `text` that the model does not have, in catalogue order; what a clause says is kept, or
+    what something replaces ('instead of X'), does not count."""
+    found, seen = [], set()
+    active = " ; ".join(REFERENCE.sub(" ", c) for c in clauses(text) if not is_kept(c))  # is_kept ignores refs
+    active = re.sub(r"\s+", " ", re.sub(r"[*`]", "", active))  # the plan's own words, in its own case
+    local = MISSING[0].pattern.search(active)
+    for missing in MISSING:
+        m = missing.pattern.search(active)
+        if not m or missing.name in seen:
+            continue
+        if local and missing is not MISSING[0] and m.start() >= 0 and _inside(m, local):
+            continue  # 'rotary positions for local attention' is the local-attention refusal only
+        seen.add(missing.name)
+        found.append(Found(missing, m.group(0)))
+    return found
+
+
+def _inside(m: re.Match, outer: re.Match) -> bool:
+    return outer.start() <= m.start() and m.end() <= outer.end()

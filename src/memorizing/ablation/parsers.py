@@ -1,0 +1,422 @@
+"""Value parsers, one per kind of component: from one value as a plan writes it to config changes, or the problem
+that stops it. A parser never takes a stray number: every number of a value is understood (and consumed) or
+reported; a number in parentheses that restates the value or the baseline is a comment."""
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from memorizing.ablation.values import Item, Num, numbers, words
+from memorizing.config import Config
+
+
+@dataclass
+class Context:
+    """What a parser may need besides the value: the baseline, the section's words and its action."""
+    baseline: Config
+    scope: str = ""  # the section's active text (kept / fallback clauses removed), lowercased
+    part: str = ""  # the section's title and part, lowercased
+    action: str = "REPLACE"
+
+
+@dataclass
+class Parsed:
+    """A value's config changes, or the problem that stops it (with the refusal's reason)."""
+    changes: dict | None = None
+    problem: str | None = None
+    reason: str = "ambiguous"
+
+NB = r"neighbou?rs?"
+
+OFF = re.compile(r"\b(?:off|false|no|none|without|disabled?|removed?|drop(?:ped)?|never|not|no longer|disable|"
+                 r"deactivated?|remove)\b|^\s*0\s*$")
+
+ON = re.compile(r"\b(?:on|true|yes|with|enabled?|added|add|activated?|keep)\b|^\s*1\s*$")
+
+VAGUE = re.compile(r"\b(?:an?\s+(?:faster|slower|better|cheaper|different|other|new|alternative)|another|different|"
+                   r"alternative|faster|cheaper|better|larger|bigger|smaller|higher|lower|more|fewer|less|tbd|"
+                   r"to be (?:decided|determined|chosen|defined)|various|several|some|earlier|later|deeper|"
+                   r"shallower|wider|narrower)\b")
+
+MULTIPLIER = re.compile(r"\b(?P<word>halved|halve|half|quartered|quarter|doubled|double|twice|tripled|quadrupled)\b|"
+                        r"(?<![\w.])(?P<a>\d+(?:\.\d+)?)\s*[x×](?!\w)|(?<![\w.])[x×]\s*(?P<b>\d+(?:\.\d+)?)\b")
+
+MULTIPLIER_WORDS = {"halved": 0.5, "halve": 0.5, "half": 0.5, "quartered": 0.25, "quarter": 0.25, "doubled": 2,
+                    "double": 2, "twice": 2, "tripled": 3, "quadrupled": 4}
+
+OTHER_UNITS = re.compile(r"^\s*(?:lists?|probes?|buckets?|bits?|tables?|seeds?|steps?|heads?|layers?|gb|mb|"
+                         r"hours?|%|percent|dims?|dimensions?|clusters?|centroids?|neighbou?rs?|entries|entry|slots?|"
+                         r"tokens?|memories|keys|pairs|runs?|epochs?|documents?|docs?)\b", re.I)
+
+
+def outside_parens(text: str) -> str:
+    return re.sub(r"\([^()]*\)", " ", text)
+
+
+def parens(text: str) -> str:
+    return " ".join(re.findall(r"\(([^()]*)\)", text))
+
+
+def fmt(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value == int(value) else str(value)
+
+
+def baseline_values(keys: tuple[str, ...], ctx: Context) -> set[float]:
+    """The baseline's numbers for `keys` (a value restating them in a comment is not a new parameter)."""
+    out = set()
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(ctx.baseline, section), name)
+        if key == "memory.layers":
+            out |= {n + 1 for n in ctx.baseline.memory_placement()}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.add(float(value))
+    return out
+
+
+def leftovers(text: str, used: list[float], keys: tuple[str, ...], ctx: Context) -> list[Num]:
+    """Numbers of a value that no parser consumed: outside parentheses always; inside them unless they restate
+    a used value or the baseline's (comments such as '(moves out of layer 9)' or '(131072 entries)')."""
+    known = set(used) | baseline_values(keys, ctx)
+    out = [n for n in numbers(outside_parens(text)) if not any(math.isclose(n.value, u) for u in used)]
+    inner = parens(text)
+    out += [n for n in numbers(inner) if not any(math.isclose(n.value, k) for k in known) and _attached(inner, n)]
+    return out
+
+
+def _attached(text: str, n: Num) -> bool:
+    """A number that is a parameter ('8 probes', 'M=32', 'layer 9'), not commentary ('1/16 of the baseline')."""
+    after, before = text[n.end:], text[:n.start]
+    return bool(re.match(r"\s*[A-Za-z]", after) and not re.match(r"\s*(?:of|x|times|than|or|and|to|vs)\b", after,
+                                                                 re.I)
+                or re.search(r"(?:[A-Za-z]\s*=|[A-Za-z]\s)\s*$", before) and not re.search(r"\b(?:of|than|to|vs|"
+                                                                                      r"and|or|from)\s*$", before))
+
+
+def extra_problem(extra: list[Num], text: str, label: str) -> Parsed:
+    said = ", ".join(repr(n.text) for n in extra)
+    return Parsed(problem=f"value {text!r} has a parameter ({said}) that is not understood for {label}: give "
+                          f"only the value, or name the config key (section.key=value)", reason="unknown")
+
+
+def switch(keys_of: Callable[[Context], tuple[str, ...]], label: str, extra_off: str = "", extra_on: str = ""):
+    """On/off components: the memory branch, key/query normalisation, the per-document reset."""
+    def parse(item: Item, ctx: Context) -> Parsed:
+        t = words(outside_parens(item.text)) or words(item.text)
+        if numbers(re.sub(r"^\s*[01]\s*$", "", t)):
+            return Parsed(problem=f"value {item.text!r} is not understood for {label}, which is on or off")
+        special_off = bool(extra_off and re.search(extra_off, t))
+        special_on = bool(extra_on and re.search(extra_on, t))
+        if special_off != special_on:  # the component's own words ('kept across documents') come first
+            return Parsed({k: special_on for k in keys_of(ctx)})
+        is_off, is_on = bool(OFF.search(t)), bool(ON.search(t))
+        if is_off == is_on:
+            return Parsed(problem=f"value {item.text!r} is not understood for {label}: say on or off")
+        return Parsed({k: is_on for k in keys_of(ctx)})
+    return parse
+
+
+def qk_keys(ctx: Context) -> tuple[str, ...]:
+    """Which layers a key/query-normalisation ablation means: the memory layer (the default: that is what 'the'
+    normalisation against stale keys is), every layer, or every layer but the memory layer."""
+    s = ctx.scope
+    if re.search(r"memory layer and (?:in )?(?:all |the )?other layers|all other layers as well|both the memory|"
+                 r"(?:memory|all) and (?:non-memory|other) layers", s):
+        return ("memory.qk_norm", "model.qk_norm")
+    if re.search(r"\b(?:except|but|other than|apart from|outside)\b[^;]{0,25}\bmemory layer", s):
+        return ("model.qk_norm",)
+    if re.search(r"\b(?:everywhere|all (?:the )?(?:attention )?layers|every layer|each layer|in all\b|whole "
+                 r"(?:model|network)|globally)", s):
+        return ("memory.qk_norm", "model.qk_norm")
+    if re.search(r"\bnon-?memory layers?|\bother layers?\b|outside (?:the )?memory|except (?:in )?the memory "
+                 r"layer|(?:local|regular|standard|dense|ordinary|remaining|plain|vanilla|normal) (?:attention )?"
+                 r"layers|all layers but|apart from the memory|(?:layers|blocks) without (?:the )?memory", s):
+        return ("model.qk_norm",)
+    return ("memory.qk_norm",)
+
+
+def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool = False,
+          off_means_zero: bool = False):
+    """A positive integer with units (`16K entries`, `2^14`, `256 tokens`) or a multiple of the baseline."""
+    unit_re = re.compile(units) if units else None
+
+    def parse(item: Item, ctx: Context) -> Parsed:
+        text = re.sub(r"\btop[-_](?=\d)", "top ", item.text, flags=re.I)  # 'top-64' is k = 64
+        out = outside_parens(text)
+        t = words(out)
+        factor = relative_factor(t, ctx.scope)
+        if re.search(r"\bby\s+\d", t) or factor == "unclear":
+            return Parsed(problem=f"value {text!r} gives a change, not the new {label}: give the value itself")
+        if isinstance(factor, float):
+            out, t = MULTIPLIER.sub(" ", re.sub(r"(?:by )?a factor of \d+(?:\.\d+)?", " ", out)), ""
+            section, name = key.split(".")
+            value = getattr(getattr(ctx.baseline, section), name) * factor
+            if numbers(out) or value != int(value) or value < 1:
+                return Parsed(problem=f"value {text!r} does not give a whole {label}")
+            return Parsed({key: int(value)})
+        nums = numbers(out)
+        if not nums:
+            m = MULTIPLIER.search(t)
+            if m and multipliers:
+                factor = MULTIPLIER_WORDS.get(m["word"] or "", None) or float(m["a"] or m["b"])
+                section, name = key.split(".")
+                value = getattr(getattr(ctx.baseline, section), name) * factor
+                if value != int(value) or value < 1:
+                    return Parsed(problem=f"{text!r} of the baseline's {label} is not a whole number")
+                return Parsed({key: int(value)})
+            if off_means_zero and OFF.search(t):
+                return Parsed({key: 0})
+            inner = numbers(parens(text))
+            if len(inner) == 1:
+                nums, out = inner, parens(text)
+            else:
+                why = "is too vague" if VAGUE.search(t) else "is not understood"
+                return Parsed(problem=f"value {text!r} {why} for {label}: give a number ({units_hint(units)})")
+        if len(nums) > 1:
+            return Parsed(problem=f"value {text!r} holds several numbers ({', '.join(n.text for n in nums)}) for "
+                                  f"{label}: give one value per variant")
+        n = nums[0]
+        after = out[n.end:]
+        if OTHER_UNITS.match(after) and not (unit_re and unit_re.match(after.strip().lower())):
+            return Parsed(problem=f"value {text!r} is not a {label} (it counts {after.split()[0]})")
+        if n.integer is None:
+            return Parsed(problem=f"{label} must be a whole number; {n.text!r} is not")
+        if n.integer < (0 if zero else 1):
+            return Parsed(problem=f"{label} must be {'zero or more' if zero else 'positive'}; {n.text!r} is not")
+        extra = leftovers(text, [n.value], (key,), ctx)
+        if extra:
+            return extra_problem(extra, text, label)
+        return Parsed({key: n.integer})
+    return parse
+
+
+def relative_factor(text: str, scope: str = "") -> float | str | None:
+    """'by a factor of 4' with 'reduce' (in the value or its section) is 1/4, with 'increase' 4; '4x smaller' is
+    1/4; None when the value gives no factor, 'unclear' when it gives one without a direction."""
+    m = re.search(r"\bfactor of\s+(\d+(?:\.\d+)?)|(?<![\w.])(\d+(?:\.\d+)?)\s*[x×]\s+(smaller|larger|bigger|"
+                  r"fewer|more|less|shorter|longer)\b", text)
+    if not m:
+        return None
+    n = float(m[1] or m[2])
+    where = m[3] or f"{text} {scope}"
+    down = re.search(r"\b(?:reduc|decreas|shrink|lower|cut|divid|smaller|fewer|less|shorter)\w*", where)
+    up = re.search(r"\b(?:increas|grow|enlarg|rais|multipl|larger|bigger|more|longer)\w*", where)
+    if bool(down) == bool(up) or n <= 0:
+        return "unclear"
+    return 1 / n if down else n
+
+
+def units_hint(units: str) -> str:
+    return "e.g. 8192, 16K, 2^14" if "entr" in units else "e.g. 256 tokens" if "token" in units else "e.g. 16"
+
+
+def gate_parse(item: Item, ctx: Context) -> Parsed:
+    """fixed_gate=0.5, gate = 1, gating value 0.25, fixed 0.9, sigmoid(0), equal mix, local attention only,
+    joint softmax, learned (per-head) gate."""
+    text = item.text
+    t = words(text)
+    out = words(outside_parens(text))
+    if re.search(r"joint softmax|(?:single|one|shared|common) softmax|softmax over (?:both|memory and local|the "
+                 r"concatenat)|concatenat\w+ (?:logits|scores)", t):
+        return Parsed({"memory.combine": "joint"})
+    values = []
+    sig = re.search(r"sigmoid\s*\(\s*(-?\d+(?:\.\d+)?)\s*\)", t)
+    if sig:
+        values.append(1 / (1 + math.exp(-float(sig[1]))))
+        out = out.replace(sig.group(0), " ")
+    nums = [n for n in numbers(out) if not (sig and n.text == sig[1])]
+    if not nums and not sig and len(numbers(parens(text))) == 1 and not re.search(r"[a-z]", parens(words(text))):
+        nums = numbers(parens(text))  # 'fixed(0.5)', 'equal weighting (0.5)'
+    if len(nums) > 1:
+        return Parsed(problem=f"value {text!r} holds several gate values: give one per variant")
+    values += [n.value for n in nums]
+    if re.search(r"equal mix|equal weight|50/50|half and half|even mix|\baverag\w*|\bmean of|\bequally\b", t):
+        values.append(0.5)
+    if re.search(r"local(?: attention)? only|only local|memory (?:output |attention )?ignored|no memory "
+                 r"contribution", t):
+        values.append(0.0)
+    if re.search(r"memory(?: attention)? only|only (?:the )?memory|local (?:output |attention )?ignored", t):
+        values.append(1.0)
+    if not values and re.search(r"\binitial\w*|\binit\b|\bat (?:its )?start", t):
+        values.append(0.5)  # the learned gate starts at sigmoid(0)
+    if not values:
+        if re.search(r"\blearn\w*|\btrain(?:ed|able)\b|per-head gate|paper", t) and not OFF.search(out):
+            return Parsed({"memory.combine": "gate"})
+        return Parsed(problem=f"value {text!r} is not understood for the gate: give a fixed gate value in [0, 1] "
+                              f"(fixed_gate=0.5), 'joint softmax' or 'learned gate'")
+    if any(not math.isclose(v, values[0]) for v in values):
+        return Parsed(problem=f"value {text!r} names two different gate values")
+    g = values[0]
+    if not 0.0 <= g <= 1.0:
+        return Parsed(problem=f"gate value {fmt(g)} is outside [0, 1] (0 = local attention only, 1 = memory only)",
+                      reason="invalid")
+    return Parsed({"memory.combine": "fixed", "memory.gate": round(g, 6)})
+
+SEARCH_KINDS = (
+    ("ivf", r"\bivf\b|inverted[- ]?file|inverted lists?|\bfaiss\b"),
+    ("exact", r"\bexact\w*|brute[- ]?force|exhaustive\w*|\bflat\b|full search|dense search|no approximation|"
+              r"linear scan|all stored keys"),
+    ("bucketed", r"\bapprox\w*|\bbucket\w*|\btpu\b"),
+)
+
+SEARCH_PARAMS = (
+    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b|"
+                                r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
+    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
+                                r"(\d+)"),
+    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
+)
+
+
+def search_parse(item: Item, ctx: Context) -> Parsed:
+    """exact_kNN, brute force, approximate_kNN, bucketed, IVF / inverted file / FAISS with its lists and probes."""
+    text = item.text
+    t = words(text)
+    main = words(outside_parens(text)) or t
+    kinds = [k for k, rx in SEARCH_KINDS if re.search(rx, main)] or [k for k, rx in SEARCH_KINDS if re.search(rx, t)]
+    if "ivf" in kinds and "exact" in kinds and re.search(r"\bflat\b", t) and not re.search(r"\bivf|inverted", t):
+        kinds = ["exact"]
+    if VAGUE.search(outside_parens(t)) and not re.search(r"\bivf\b|inverted|exact|brute", t):
+        return Parsed(problem=f"value {text!r} does not say which search: exact, bucketed (approximate) or ivf")
+    if len(kinds) != 1:
+        return Parsed(problem=f"value {text!r} {'names several searches' if kinds else 'is not understood'}: say "
+                              f"exact (brute force), bucketed (approximate, the paper's) or ivf (inverted file)")
+    kind = kinds[0]
+    changes, used = {"memory.search": kind}, []
+    for key, owner, rx in SEARCH_PARAMS:
+        m = re.search(rx, t)
+        if not m:
+            continue
+        if owner != kind:
+            return Parsed(problem=f"value {text!r}: {key.split('.')[1]} belongs to {owner} search, not {kind}")
+        raw = next(g for g in m.groups() if g)
+        n = numbers(raw)
+        if len(n) != 1 or n[0].integer is None or n[0].integer < 1:
+            return Parsed(problem=f"value {text!r}: {raw!r} is not a positive whole number of {key}")
+        changes[key] = n[0].integer
+        used.append(n[0].value)
+    extra = leftovers(text, used, ("memory.top_k", "memory.size"), ctx)
+    if extra:
+        return extra_problem(extra, text, "the kNN search")
+    return Parsed(changes)
+
+
+def bias_parse(item: Item, ctx: Context) -> Parsed:
+    t = words(item.text)
+    kinds = set()
+    if re.search(r"\bt5\b|\brelative\b", t):
+        kinds.add("t5-relative")
+    if re.search(r"\babsolute\b", t):
+        kinds.add("learned-absolute")
+    if not kinds and re.search(r"^\s*(?:none|no(?: position)? bias|without(?: position bias)?|off)\s*$", t):
+        kinds.add("none")
+    if len(kinds) != 1:
+        return Parsed(problem=f"value {item.text!r} {'names two position biases' if kinds else 'is not understood'}"
+                              f" for the memory position bias: say t5-relative, learned-absolute or none")
+    extra = leftovers(item.text, [], (), ctx)
+    if extra:
+        return extra_problem(extra, item.text, "the memory position bias")
+    return Parsed({"memory.position_bias": kinds.pop()})
+
+
+def layers_parse(item: Item, ctx: Context) -> Parsed:
+    """'layer 3', 'layers 3 and 6', 'ℓ = 12', 'the last layer', 'every layer', '3'."""
+    text = item.text
+    t = words(outside_parens(text))
+    depth = ctx.baseline.model.depth
+    if re.search(r"\bevery (?:other|second|third|\d+(?:st|nd|rd|th)?)\b|\balternat\w*|\bexcept\b|\bbut (?:the|layer)|"
+                 r"\bother than\b|\bapart from\b|\bhalf of\b|\b(?:upper|lower|top|bottom) half\b", t):
+        return Parsed(problem=f"value {text!r} does not list the layers: name them (e.g. 'layers 2, 4 and 6')")
+    span = re.search(r"\b(last|final|top|first|bottom|lowest)\s+(\d+|two|three|four|five|six)\s+(?:\w+\s+)?layers\b", t)
+    if span:
+        n = int(span[2]) if span[2].isdigit() else ["two", "three", "four", "five", "six"].index(span[2]) + 2
+        if not 1 <= n <= depth:
+            return Parsed(problem=f"value {text!r}: the model has {depth} layers")
+        first = span[1] in ("first", "bottom", "lowest")
+        return Parsed({"memory.layers": list(range(1, n + 1)) if first else list(range(depth - n + 1, depth + 1))})
+    if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
+        return Parsed({"memory.layers": list(range(1, depth + 1))})
+    if re.search(r"\b(?:last|final|top(?:most)?)\b", t) and not numbers(t):
+        return Parsed({"memory.layers": [depth]})
+    if re.search(r"\b(?:first|bottom|lowest)\b", t) and not numbers(t):
+        return Parsed({"memory.layers": [1]})
+    if re.search(r"(?<![\w.])\d+\s+(?:\w+\s+)?layers\b|\b(?:two|three|four|several|multiple)\s+(?:\w+\s+)?layers\b",
+                 t) and not re.search(r"\blayers\s+\d", t):
+        return Parsed(problem=f"value {text!r} says how many memory layers, not which: name the layers "
+                              f"(e.g. 'layers 3 and 6')")
+    nums = numbers(t)
+    if nums and not re.search(r"\blayers?\b|ℓ", t) and re.search(r"(?:number|count) of (?:\w+ )?layers|how many "
+                                                                r"(?:\w+ )?layers", ctx.part):
+        return Parsed(problem=f"value {text!r} is a number of memory layers, not which layers: name them "
+                              f"(e.g. 'layers 3 and 6')")
+    if not nums:
+        why = "does not say which layer" if VAGUE.search(t) or "layer" in t else "is not understood"
+        return Parsed(problem=f"value {text!r} {why}: name the layer numbers (1..{depth}), 'last' or 'every layer'")
+    if any(n.integer is None for n in nums):
+        return Parsed(problem=f"value {text!r}: layer numbers are whole numbers")
+    extra = leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+    if extra:
+        return extra_problem(extra, text, "the memory layers")
+    layers = sorted({n.integer for n in nums})
+    return Parsed({"memory.layers": layers})
+
+MODEL_DIMS = (
+    ("model.depth", r"(?<![\w.])(\d+)\s*-?\s*(?:transformer\s+)?layers?\b|\bdepth\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
+                    r"\b(\d+)\s*-?\s*layer\b"),
+    ("model.heads", r"(?<![\w.])(\d+)\s*(?:attention\s+)?heads\b|\bheads\s*(?:=\s*|to\s*)?(\d+)"),
+    ("model.head_dim", r"\bheads?\s+of\s+(\d+)|\bhead[ _-]?(?:dim\w*|size)\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
+                       r"(\d+)[- ]dim(?:ensional)? heads"),
+    ("model.dim", r"\b(?:width|d[ _]?model|model dim\w*|hidden(?: size| dim\w*)?|dim(?:ension)?)\s*(?:of\s*|=\s*|"
+                  r"to\s*)?(\d+)|(\d+)[- ]wide\b"),
+)
+
+MODEL_NAMES = {"model.depth": r"\bdepth\b|\bdeeper\b|\bshallower\b|number of (?:transformer )?layers",
+               "model.heads": r"\bheads\b", "model.head_dim": r"head (?:dim\w*|size)",
+               "model.dim": r"(?<!ffn )(?<!mlp )(?:\bwidth\b|\bwider\b|\bnarrower\b|d[ _]?model|hidden (?:size|dim)|"
+                            r"model dim)"}
+
+
+def model_parse(item: Item, ctx: Context) -> Parsed:
+    """'24 layers', 'depth 16', '16 heads of 64', 'width 2048'; a bare number where the part names one dimension."""
+    text = item.text
+    t = words(outside_parens(text))
+    changes, used = {}, []
+    for key, rx in MODEL_DIMS:
+        for m in re.finditer(rx, t):
+            raw = next(g for g in m.groups() if g)
+            changes[key] = int(raw)
+            used.append(float(raw))
+    if not changes:
+        nums = numbers(t)
+        named = [k for k, rx in MODEL_NAMES.items() if re.search(rx, ctx.part)]
+        factor = MULTIPLIER.search(t)
+        if len(nums) == 1 and nums[0].integer and len(named) == 1:
+            changes[named[0]] = nums[0].integer
+            used.append(nums[0].value)
+        elif not nums and factor and len(named) == 1:  # 'halved' of the one dimension the part names
+            section, name = named[0].split(".")
+            value = getattr(getattr(ctx.baseline, section), name) * (
+                MULTIPLIER_WORDS.get(factor["word"] or "") or float(factor["a"] or factor["b"]))
+            if value == int(value) and value >= 1:
+                changes[named[0]] = int(value)
+        else:
+            return Parsed(problem=f"value {text!r} does not say which dimension of the model changes: give e.g. "
+                                  f"'24 layers', '16 heads of 64' or 'width 2048' (model.depth, model.heads, "
+                                  f"model.head_dim, model.dim)")
+    extra = leftovers(text, used, ("model.depth", "model.heads", "model.head_dim", "model.dim"), ctx)
+    if extra:
+        return extra_problem(extra, text, "the model size")
+    return Parsed(changes)
+
+
+def fixed(changes: dict | Callable[[Context], dict]):
+    return lambda ctx: Parsed(changes(ctx) if callable(changes) else dict(changes))
+
+
+def open_choice(problem: str):
+    return lambda ctx: Parsed(problem=problem)
+
+
+def xl_add(ctx: Context) -> Parsed:
+    return Parsed({"model.xl_cache": ctx.baseline.data.segment})

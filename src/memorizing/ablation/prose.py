@@ -1,0 +1,185 @@
+"""What a section's free text says: the action its verbs name, and the values it states ('replace the gate with
+a fixed gate of 0.3', 'we try 16 neighbours instead, and also 128'). A number counts as a value only with the
+component's unit after it or keyword before it, or next to one that has them: never a stray number of the text."""
+
+import re
+
+from memorizing.ablation.layout import Section
+from memorizing.ablation.parsers import MULTIPLIER, Context, outside_parens, relative_factor
+from memorizing.ablation.registry import Component
+from memorizing.ablation.values import (Item, blank_kept, is_baseline_sentence, numbers, sentences, split_values,
+                                        without_baseline_clauses, without_references, words)
+
+
+ACTION_WORDS = {
+    "REMOVE": r"remove|drop|disable|delete|ablate|eliminate|omit|exclude|off|turn off|switch off|without|no|"
+              r"take out|leave out|cut|stop|deactivate|zero out",
+    "REPLACE": r"replace|swap|change|vary|sweep|modify|set|tune|substitute|scale|reduce|increase|decrease|compare|"
+               r"move|use|try|halve|double|shrink|grow|resize|adjust|alter",
+    "ADD": r"add|introduce|incorporate|insert|enable|include|append|extend|equip|attach",
+}
+
+VERBS = (
+    ("REMOVE", r"\b(?:remov(?:e|es|ed|ing)|drop(?:s|ped|ping)?|disabl(?:e|es|ed|ing)|(?:switch|turn)(?:s|ed|ing)? "
+               r"off|(?:switch|turn)(?:s|ed|ing)? (?:\S+ ){1,5}off\b|without\b|no longer|ablat(?:e|es|ed|ing)|"
+               r"eliminat\w+|delet\w+|get rid of|do not use|don't use|omit\w*|strip\w*|(?:take|takes|taking|took|"
+               r"leave|leaving|cut|rip|knock)s? (?:\S+ ){0,4}?out\b|stop(?:s|ped|ping)?|ceas\w+|never|"
+               r"do(?:es)? not|don't)|(?:^|[:;,(—–-]\s*)no\b|\boff\s*$"),
+    ("ADD", r"\b(?:add(?:s|ed|ing)?|incorporat\w+|introduc\w+|insert\w*|enabl(?:e|es|ed|ing)|equip\w*)\b"),
+    ("REPLACE", r"\b(?:replac\w+|swap\w*|substitut\w+|chang\w+|try|tries|trying|set|sets|setting|use|using|"
+                r"increas\w+|decreas\w+|reduc\w+|var(?:y|ies|ied)|sweep\w*|mov(?:e|es|ed|ing)|halv\w+|doubl\w+|"
+                r"shrink\w*|grow\w*|scal(?:e|es|ed|ing)|compar\w+|larger|smaller|bigger|shorter|longer|fewer|more|"
+                r"instead)\b|→|->|\bvs\b|\bversus\b"),
+)
+
+
+def normalise_action(text: str) -> str | None:
+    t = words(text).strip()
+    for action, pattern in ACTION_WORDS.items():
+        if re.match(rf"(?:{pattern})\b", t):
+            return action
+    return None
+
+
+def read_action(section: Section, items: list[Item]) -> tuple[str | None, str]:
+    """The section's action and the word that said it: the action field, else the verbs of the text (values
+    without a verb mean REPLACE)."""
+    if section.action:
+        action = normalise_action(section.action)
+        if action:
+            return action, section.action.split()[0]
+    inferred, said = infer_action(section)
+    if items:
+        return ("ADD", said) if inferred == "ADD" else ("REPLACE", said if inferred == "REPLACE" else "")
+    return inferred, said
+
+
+def infer_action(section: Section) -> tuple[str | None, str]:
+    """The action a section's verbs say (the first one in title, change, prose), with the word that said it."""
+    parts = [section.title, section.change]
+    parts += [s for s in sentences(section.prose) if not is_baseline_sentence(s)]
+    text = words(blank_kept(" . ".join(p for p in parts if p)))
+    best = None
+    for action, pattern in VERBS:
+        m = re.search(pattern, text)
+        if m and (best is None or m.start() < best[1]):
+            best = (action, m.start(), m.group(0).strip(" :;,(—–"))
+    return (best[0], best[2]) if best else (None, "")
+
+PART_VALUES = re.compile(r"\(\s*(?:try|trying|test|testing|sweep|values?:?|vary|varied|use|→|->)\s+([^()]+)\)", re.I)
+
+
+def explicit_items(section: Section) -> list[Item]:
+    """The values the section lists: its value fields, or values its part names ('top-k (try 8 and 64)')."""
+    items = []
+    for value in section.values or PART_VALUES.findall(section.part):
+        items += split_values(value)
+    return items
+
+PLACEHOLDER = re.compile(r"^\s*(?:n/?a|none|nothing|-|–|—|off|removed?|disabled?|no replacement|not applicable|"
+                         r"\(none\)|nil|null|0)\s*$", re.I)
+
+
+def free_targets(section: Section) -> list[str]:
+    """What the change, the part ('replaced by X') and the prose say the new setting is, sentence by sentence."""
+    out = []
+    sources = [section.change]
+    replaced = re.search(r"\breplaced\s+(?:by|with)\s+(.+)$", section.part, re.I)
+    if replaced:
+        sources.append(replaced[1])
+
+    sources.append(section.prose)
+    for source in sources:
+        for sentence in sentences(source or ""):
+            sentence = without_baseline_clauses(sentence)
+            if not sentence.strip() or is_baseline_sentence(sentence):
+                continue
+            target = target_of(sentence)
+            if target.strip(" ;,"):
+                out.append(target)
+    return out
+
+PURPOSE = re.compile(r"[,;]?\s+(?:to (?:see|test|check|measure|find out|understand|quantify|evaluate|assess|study|"
+                     r"isolate|compare|verify|confirm|show)|in order to|so that|so we|because|since|which (?:should|"
+                     r"would|will|tests)|as a (?:sanity )?check|for comparison)\b.*$", re.I)
+
+
+def target_of(sentence: str) -> str:
+    """The new setting a sentence states: after an arrow, 'replace ... with X', 'set ... to X', 'use X';
+    without what it replaces, what is kept and why it is done."""
+    s = PURPOSE.sub("", blank_kept(without_references(sentence)))
+    arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", s)
+    if len(arrow) > 1:
+        s = arrow[-1]
+    m = re.search(r"\breplac\w*\b.*?\b(?:with|by)\s+(.+)$", s, re.I) or \
+        re.search(r"\b(?:swap|exchang|trad)\w*\b.*?\bfor\s+(.+)$", s, re.I) or \
+        re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
+                  r".*?\b(?:to|at)\s+(.+)$", s, re.I) or \
+        re.search(r"\b(?:sweep|swept|vary|varies|varied|varying|rang(?:e|es|ing))\w*\b.*?\b(?:over|across|among|"
+                  r"between|through|in)\s+(.+)$", s, re.I) or \
+        re.search(r"\b(?:use|using|try|trying|tries)\s+(.+)$", s, re.I)
+    if m:
+        s = m[1]
+    if not re.search(r"doubl|halv|powers? of|x\s*2\b|\b2\s*x", s, re.I):
+        s = re.sub(r"\bfrom\s+\S+\s+(?:up\s+|down\s+)?to\s+", "", s, flags=re.I)
+    s = re.sub(r"\(\s*\)", " ", s)
+    return re.sub(r"\s+", " ", s).strip(" ,;")
+
+
+def free_items(component: Component, targets: list[str], title: str, ctx: Context) -> tuple[list[Item], str]:
+    """Values said in free text. A number counts only with the component's unit after it or keyword before it,
+    or next to one that has them; a stray number of the text is never taken."""
+    first_problem = ""
+    for source, texts in (("text", targets), ("title", [title])):
+        items = []
+        for target in texts:
+            if not component.numeric:
+                pieces = [p for p in split_values(target) if component.parse(p, ctx).changes is not None]
+                whole = Item(target)
+                if pieces and len(pieces) > 1:
+                    items += pieces
+                elif component.parse(whole, ctx).changes is not None:
+                    items.append(whole)
+                elif pieces:
+                    items += pieces
+                continue
+            pieces = split_values(target)
+            cued = [p for p in pieces if _cued(component, p.text)]
+            for p in pieces:
+                nums = numbers(outside_parens(p.text))
+                if source == "title" and p not in cued:
+                    continue
+                if nums and p not in cued and not (cued and _bare(p.text)):
+                    continue
+                if not nums and not (p in cued or MULTIPLIER.search(words(p.text))):
+                    continue
+                parsed = component.parse(p, ctx)
+                if parsed.changes is not None:
+                    items.append(p)
+                elif nums and not first_problem:
+                    first_problem = parsed.problem or ""
+        if items:
+            return items, ""
+    return [], first_problem
+
+
+def _cued(component: Component, text: str) -> bool:
+    """Whether a piece of free text is this component's value: a number with its unit or keyword, or words
+    that name one of its values."""
+    t = words(text)
+    if not numbers(t):
+        return bool(component.cue and re.search(component.cue, t))
+    if isinstance(relative_factor(t), float):
+        return True  # 'by a factor of 4', '4x smaller' 
+    for n in numbers(t):
+        after, before = t[n.end:].strip(), t[:n.start]
+        if component.units and re.match(rf"(?:{component.units})\b", after):
+            return True
+        if component.keywords and re.search(component.keywords, before):
+            return True
+    return bool(component.cue and re.search(component.cue, t) and numbers(t)) or \
+        (component.name == "gate" and re.search(r"sigmoid|equal mix|only", t) is not None)
+
+
+def _bare(text: str) -> bool:
+    return bool(re.fullmatch(r"\s*(?:and\s+|or\s+)?(?:also\s+)?[\d.,]+\s*[kK]?\s*", words(text)))
