@@ -174,7 +174,8 @@ def test_resolve_writes_a_toml_plan_that_runs_the_same_study(tmp_path, capsys):
 # ---- a tiny study, end to end --------------------------------------------------------------------------------
 def study_argv(plan, corpus, out, *extra):
     return ["ablate", str(plan), "--preset", "tiny", "--corpus", corpus, "--seeds", "2", "--out", str(out),
-            "--quiet", "--jobs", "1", "--set", "train.steps=3", "--set", "data.eval_tokens=512", *extra]
+            "--quiet", "--jobs", "1", "--no-controls", "--set", "train.steps=3", "--set", "data.eval_tokens=512",
+            *extra]
 
 
 def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
@@ -190,13 +191,13 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     names = [v["name"] for v in report["variants"]]
     assert names == ["baseline", "64", "128"]
     for v in report["variants"]:
-        assert {"name", "ablation", "replacement", "config_changes", "seeds", "ppl", "ppl_mean", "ppl_ci95",
-                "delta_vs_baseline"} <= v.keys()
+        assert {"name", "ablation", "replacement", "config_changes", "seeds", "ppl", "ppl_mean", "ppl_ci95"} <= v.keys()
+        assert ("delta_vs_baseline" in v) == (v["name"] != "baseline")
         assert len(v["ppl"]) == 2 and v["ppl_ci95"][0] <= v["ppl_mean"] <= v["ppl_ci95"][1]
     assert report["variants"][1]["config_changes"] == {"memory.size": 64}
     markdown = (tmp_path / "full" / "report.md").read_text()
     assert "## Memory size" in markdown and "ppl-memory-size.png" in markdown
-    assert "- 64: memory of 64 entries per lane and head (baseline 256)" in markdown
+    assert "- **64**: memory of 64 entries per lane and head (baseline 256)" in markdown
     assert (tmp_path / "full" / "ppl-memory-size.png").stat().st_size > 1000
 
     # Interrupted study: drop the last two ledger lines and tear the one before; a rerun redoes just those.

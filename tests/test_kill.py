@@ -82,7 +82,7 @@ def evaluating(study: Path) -> bool:
 def test_study_killed_and_rerun_gives_the_same_report(corpus, tmp_path, after_lines):
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    args = ["ablate", str(plan), "--seeds", "2", "--jobs", "1", *TRAIN, "--corpus", corpus,
+    args = ["ablate", str(plan), "--seeds", "2", "--jobs", "1", "--no-controls", *TRAIN, "--corpus", corpus,
             "--set", "train.checkpoint_every=5"]
     assert memorizing(*args, "--out", str(tmp_path / "reference")).wait() == 0
     study = tmp_path / "study"

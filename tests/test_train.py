@@ -11,7 +11,7 @@ from memorizing import train as train_module
 from memorizing.cli import main
 from memorizing.data.corpora import load_corpus, split_documents
 from memorizing.errors import UserError
-from memorizing.evaluate import evaluate
+from memorizing.evaluate import evaluate, held_out
 from memorizing.generate import generate
 from memorizing.model.transformer import MemorizingTransformer, load_model
 from memorizing.model.warm_start import load_weights_from
@@ -90,12 +90,13 @@ def test_eval_reports_perplexity_by_position_and_search_recall(corpus, tmp_path,
     assert result["split"] == "test" and result["corpus"] == corpus
     assert sum(b["tokens"] for b in result["by_position"].values()) == result["tokens"]
     assert 0 < result["search_recall_at_k"] <= 1
-    # the same weights under exact search: recall is 1 and perplexity is close
+    assert set(result["search_recall_by_fill"]) <= {"<25%", "25-50%", "50-75%", "75-99%", "full"}
+    # the same weights under exact search (nothing to measure recall against) give the same documents' perplexity
     assert main(["eval", str(tmp_path), "--quiet", "--set", "memory.search=exact"]) == 0
     exact = json.loads((tmp_path / "eval.json").read_text())
-    assert exact["search_recall_at_k"] == 1.0 and exact["search"] == "exact"
-    documents = split_documents(load_corpus(config.data), "test")
-    manual = evaluate(load_model(tmp_path, ["memory.search=exact"]), documents, 4, 32, config.data.eval_tokens)
+    assert "search_recall_at_k" not in exact and exact["search"] == "exact"
+    documents = held_out(split_documents(load_corpus(config.data), "test"), config.data.eval_tokens)
+    manual = evaluate(load_model(tmp_path, ["memory.search=exact"]), documents, 4, 32)
     assert manual["ppl"] == pytest.approx(exact["ppl"])
 
 
@@ -182,3 +183,18 @@ def test_warm_start_adds_memory_to_a_trained_run_and_freezes_the_trunk(corpus, t
     with pytest.raises(UserError, match="model.dim: run 64, here 32"):
         train(tiny(corpus, train__init_from=str(tmp_path / "plain"), model__dim=32), tmp_path / "bad",
               progress=False, log=lambda *_: None)
+
+
+def test_a_time_budget_stops_the_run_and_is_recorded(corpus, tmp_path):
+    config = tiny(corpus, train__steps=1000, train__time_budget=0.5, train__checkpoint_every=1000)
+    summary = train(config, tmp_path, progress=False, log=lambda *_: None)
+    assert 0 < summary["steps"] < 1000 and summary["budget_step"] == summary["steps"]
+    assert summary["train_seconds"] >= 0.5
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == summary["steps"] and records[-1]["train_seconds"] >= 0.5
+    # resuming a run whose budget ran out trains nothing more
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    (tmp_path / "train.json").unlink()
+    assert train(config, tmp_path, resume=True, progress=False, log=lambda *_: None)["steps"] == summary["steps"]
+    again = load_file(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(weights[k], again[k]) for k in weights)

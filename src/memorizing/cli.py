@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="runs at once, each with its share of the CPU cores (default: one per "
                    "core on a CPU machine, 1 with a GPU)")
     p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")
+    p.add_argument("--start", choices=["warm", "scratch"], help="warm: per seed, pretrain one trunk without memory "
+                   "(train.steps), then fine-tune every variant from it; scratch: train every variant from "
+                   "initialisation (default: the preset's; cpu: warm)")
+    p.add_argument("--finetune-steps", type=int, metavar="N", help="steps of each variant after its trunk (warm, "
+                   "--init-from; default: the preset's, cpu 300)")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="fine-tune every variant from this trained run folder")
+    p.add_argument("--no-controls", action="store_true", help="leave out the two controls a study with memory "
+                   "adds (the baseline without its memory branch, and with its gate fixed at 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("report", help="merge study folders (shards) into one report")
@@ -89,28 +97,24 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from tqdm import tqdm
 
-    from memorizing.data.corpora import load_corpus, split_documents
-    from memorizing.evaluate import evaluate, take_documents
+    from memorizing.evaluate import evaluate_run
     from memorizing.files import atomic_write
-    from memorizing.model.transformer import load_model
-    model = load_model(args.dir, args.sets)
-    config = model.config
-    if args.corpus:
-        config.data.corpus = args.corpus
-    documents = take_documents(split_documents(load_corpus(config.data), args.split, config.data.corpus),
-                               config.data.eval_tokens, config.data.lanes)
-    total = sum(len(d.data) - 1 for d in documents)
-    with tqdm(total=total, disable=args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
-        result = evaluate(model, documents, config.data.lanes, config.data.segment,
-                          measure_recall=bool(model.memory_layers), progress=bar.update)
-    result = {"corpus": config.data.corpus, "split": args.split, "search": config.memory.search, **result}
+    with tqdm(disable=args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
+        result = evaluate_run(args.dir, args.split, args.corpus, args.sets, progress=bar)
     atomic_write(Path(args.dir) / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token over "
           f"{result['tokens']:,} tokens in {result['documents']} documents")
     for name, bucket in result["by_position"].items():
         print(f"  position {name:>9}: perplexity {bucket['ppl']:.4f} ({bucket['tokens']:,} tokens)")
+    if "recall_span_loss" in result:
+        print(f"  recalled spans: {result['recall_span_loss']:.3f} nats per byte, exact match "
+              f"{result['recall_exact_match']:.3f}" + (f", memory retrieves an earlier occurrence for "
+                                                        f"{result['recall_source_found']:.3f} of them"
+                                                        if "recall_source_found" in result else ""))
     if "search_recall_at_k" in result:
-        print(f"  {config.memory.search} search recall@{config.memory.top_k}: {result['search_recall_at_k']:.3f}")
+        full = result["search_recall_by_fill"].get("full")
+        print(f"  {result['search']} search recall@k: {result['search_recall_at_k']:.3f}"
+              + (f", at full memory {full:.3f}" if full is not None else ""))
     print(f"written to {Path(args.dir) / 'eval.json'}")
     return 0
 

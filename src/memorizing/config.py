@@ -75,9 +75,11 @@ class DataConfig:
     # Seed of the training data order; -1 follows train.seed. Fixing it makes seeds vary only the
     # initialisation, which removes the spread that comes from which documents a short run happens to read.
     order_seed: int = -1
-    # Evaluate on at most this many test tokens (0 = the whole split); each document then gives at most
-    # eval_tokens / lanes tokens, from its start.
+    # Held-out documents: those of at least eval_min_length bytes, in an order shuffled by a fixed seed, each cut
+    # to its first eval_length bytes (0 = whole), until eval_tokens tokens (0 = all of them).
     eval_tokens: int = 0
+    eval_length: int = 0
+    eval_min_length: int = 0
     # The synthetic `recall` corpus.
     recall_documents: int = 256
     recall_length: int = 4096  # bytes per document
@@ -96,6 +98,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     eval_every: int = 0  # validation every this many steps (0 = off), on a quarter of data.eval_tokens
+    # Stop once this many seconds of training steps are spent (0 = off; train.steps stays the schedule's length and
+    # the limit); the step it stopped at is recorded (train.json "steps", checkpoint "budget_step").
+    time_budget: float = 0.0
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; for GPUs)
@@ -162,7 +167,8 @@ class Config:
         for key, value in [("model.xl_cache", m.xl_cache), ("memory.ivf_lists", mem.ivf_lists),
                            ("memory.ivf_probe", mem.ivf_probe),
                            ("data.min_document", d.min_document),
-                           ("data.eval_tokens", d.eval_tokens), ("data.recall_distance", d.recall_distance),
+                           ("data.eval_tokens", d.eval_tokens), ("data.eval_length", d.eval_length),
+                           ("data.eval_min_length", d.eval_min_length), ("data.recall_distance", d.recall_distance),
                            ("train.warmup", t.warmup), ("train.seed", t.seed), ("train.eval_every", t.eval_every)]:
             if value < 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be zero or a positive integer.")
@@ -170,6 +176,7 @@ class Config:
             raise ConfigError(f"model.bias_scale = {m.bias_scale!r} is invalid: it must be a number > 0 (1 = plain "
                               f"units).")
         for key, value in [("train.lr", t.lr), ("train.weight_decay", t.weight_decay),
+                           ("train.time_budget", t.time_budget),
                            ("train.grad_clip", t.grad_clip)]:
             if not value >= 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be a number >= 0.")

@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from memorizing.data.corpora import Document
+from memorizing.errors import UserError
 from memorizing.data.lanes import LaneStream
 from memorizing.memory.search import recall_counts
 
-# Position-in-document buckets (bytes): the curve on which memory should pay off.
-POSITION_BUCKETS = ((0, 512), (512, 2048), (2048, 8192), (8192, None))
+# Position-in-document edges (bytes): the curve on which memory should pay off. The last bucket ends where the
+# evaluated documents are cut (data.eval_length), or is open.
+POSITION_EDGES = (0, 512, 2048, 8192)
 
 
 def bucket_name(start: int, end: int | None) -> str:
@@ -24,18 +26,24 @@ def bucket_name(start: int, end: int | None) -> str:
     return f"{short(start)}+" if end is None else f"{short(start)}-{short(end)}"
 
 
-def take_documents(documents: list[Document], max_tokens: int, lanes: int = 1) -> list[Document]:
-    """Documents in order up to `max_tokens` tokens in all (0 = all, whole documents). With a budget, each
-    document contributes at most max_tokens / lanes tokens, from its start (positions in the document keep
-    their meaning), so one long document cannot keep a single lane busy while the others idle."""
-    if max_tokens <= 0:
-        return documents
-    cap = max(1, max_tokens // lanes)
+def position_buckets(length: int = 0) -> list[tuple[int, int | None]]:
+    """(start, end) byte ranges of the position buckets for documents cut at `length` bytes (0 = not cut)."""
+    edges = [e for e in POSITION_EDGES if not length or e < length] + [length or None]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def held_out(documents: list[Document], max_tokens: int = 0, length: int = 0, min_length: int = 0,
+             seed: int = 0) -> list[Document]:
+    """The documents to evaluate on: those of at least `min_length` bytes, in an order shuffled by `seed` (so
+    that a sample spans the whole split, not its first folder), each cut to its first `length` bytes (0 = whole),
+    taken until `max_tokens` tokens (0 = all)."""
+    eligible = [d for d in documents if len(d.data) >= max(min_length, 2)]
+    order = np.random.default_rng(seed).permutation(len(eligible))
     chosen, total = [], 0
-    for document in documents:
-        if total >= max_tokens:
+    for i in order:
+        if max_tokens and total >= max_tokens:
             break
-        document = document.head(min(cap, max_tokens - total) + 1)
+        document = eligible[i].head(length + 1) if length else eligible[i]
         chosen.append(document)
         total += len(document.data) - 1
     return chosen
@@ -123,14 +131,15 @@ class _RecallSpans:
 
 
 @torch.no_grad()
-def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tokens: int = 0,
-             measure_recall: bool = False, progress=None) -> dict:
-    documents = take_documents(documents, max_tokens, lanes)
+def evaluate(model, documents: list[Document], lanes: int, segment: int, measure_recall: bool = False,
+             progress=None, length: int = 0) -> dict:
+    """Stream `documents` (each read once, cut at `length` bytes if they were) through `lanes` lanes."""
     stream = LaneStream(documents, lanes, segment, loop=False)
-    device = model.embed.weight.device
+    device = next(model.parameters()).device
     state = model.init_state(lanes)
     nll_total, count = 0.0, 0
-    buckets = {bucket_name(a, b): [0.0, 0] for a, b in POSITION_BUCKETS}
+    edges = position_buckets(length)
+    buckets = {bucket_name(a, b): [0.0, 0] for a, b in edges}
     recall_nll, recall_count = 0.0, 0
     search_recall = _SearchRecall(model) if measure_recall and model.memory_layers else None
     spans = _RecallSpans(model, documents) if any(d.spans for d in documents) else None
@@ -145,7 +154,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tok
             nll_total += nll[mask].sum().item()
             count += int(mask.sum())
             target_pos = batch.positions + 1
-            for (start, end), name in zip(POSITION_BUCKETS, buckets):
+            for (start, end), name in zip(edges, buckets):
                 inside = mask & (target_pos >= start) & (target_pos < (end or 1 << 62))
                 buckets[name][0] += nll[inside].sum().item()
                 buckets[name][1] += int(inside.sum())
@@ -175,3 +184,28 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, max_tok
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count
     return result | recalled | (searched or {})
+
+
+def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrides: list[str] | None = None,
+                 measure_recall: bool = True, progress=None) -> dict:
+    """Evaluate the model a run folder holds on a split of its corpus (or `corpus`), with the documents its
+    config selects (data.eval_*): what `memorizing eval` prints and a study records."""
+    from memorizing.data.corpora import load_corpus, split_documents
+    from memorizing.model.transformer import load_model
+    model = load_model(folder, overrides)
+    config = model.config
+    if corpus:
+        config.data.corpus = corpus
+    d = config.data
+    documents = held_out(split_documents(load_corpus(d), split, d.corpus), d.eval_tokens, d.eval_length,
+                         d.eval_min_length)
+    if not documents:
+        raise UserError(f"{d.corpus}: no {split} document is at least data.eval_min_length = {d.eval_min_length} "
+                        f"bytes long: lower data.eval_min_length.")
+    update = None
+    if progress is not None:  # a tqdm bar
+        progress.total, update = sum(len(doc.data) - 1 for doc in documents), progress.update
+    searched = measure_recall and bool(model.memory_layers) and config.memory.search != "exact"
+    result = evaluate(model, documents, d.lanes, d.segment, measure_recall=searched, progress=update,
+                      length=d.eval_length)
+    return {"corpus": d.corpus, "split": split, "search": config.memory.search, **result}

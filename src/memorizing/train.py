@@ -28,7 +28,7 @@ from memorizing.data.corpora import CorpusError, load_corpus, split_documents
 from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
-from memorizing.evaluate import evaluate
+from memorizing.evaluate import evaluate, held_out
 from memorizing.files import atomic_write
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
 from memorizing.model.warm_start import load_weights_from, trainable
@@ -174,7 +174,9 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     check_run_folder(out, config, resume)
     corpus = load_corpus(config.data)
     documents = training_documents(config, corpus)
-    valid_documents = split_documents(corpus, "valid", config.data.corpus) if config.train.eval_every else []
+    d = config.data
+    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), max(1, d.eval_tokens // 4), d.eval_length,
+                                d.eval_min_length) if config.train.eval_every else [])
     ranks, device = setup(config.device(), config.data.lanes)
     try:
         return _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
@@ -221,7 +223,8 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
     tokens_per_step = config.data.lanes * config.data.segment
     bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
     metrics = open(out / METRICS, "a") if ranks.main else None
-    for step in range(start, t.steps):
+    # A run whose time budget (train.time_budget) ran out has ended, at the step its checkpoint records.
+    for step in range(start, stats.get("budget_step", t.steps)):
         began = time.perf_counter()
         batch = next(stream)  # the global batch; this process keeps its lanes
         tokens, targets = batch.tokens[lanes].to(device), batch.targets[lanes].to(device)
@@ -252,36 +255,43 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
         stats["smoothed_loss"] = value if smoothed is None else 0.95 * smoothed + 0.05 * value
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / elapsed:,.0f}")
+        last = step + 1 == t.steps
+        if t.time_budget and ranks.sum(torch.tensor(float(stats["train_seconds"] >= t.time_budget))) > 0:
+            stats["budget_step"], last = step + 1, True  # every process stops at the same step
 
         if ranks.main:
             record = None
-            if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+            if (step + 1) % t.log_every == 0 or last:
                 fills = [m.fill().float().mean().item() / m.size for m in state.memories()]
                 record = {"step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
                           "tokens_per_s": tokens_per_step / elapsed,
                           "memory_fill": sum(fills) / len(fills) if fills else None,
+                          "train_seconds": stats["train_seconds"],
                           "gates": {str(k): v for k, v in model.gates().items()}}
-            if t.eval_every and ((step + 1) % t.eval_every == 0 or step + 1 == t.steps):
+            if t.eval_every and ((step + 1) % t.eval_every == 0 or last):
                 valid = evaluate(model, valid_documents, config.data.lanes, config.data.segment,
-                                 max(1, config.data.eval_tokens // 4))
-                record = (record or {"step": step + 1}) | {"valid_loss": valid["loss"], "valid_ppl": valid["ppl"]}
+                                 length=config.data.eval_length)
+                record = (record or {"step": step + 1, "train_seconds": stats["train_seconds"]}) | {
+                    "valid_loss": valid["loss"], "valid_ppl": valid["ppl"]}
             if record:
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-        if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+        if (step + 1) % t.checkpoint_every == 0 or last:
             if metrics:
                 metrics.flush()
                 os.fsync(metrics.fileno())
             save_checkpoint(out, model, optimizer, state, stream, step + 1, {"stats": stats}, ranks)
+        if last:
+            break
     bar.close()
     if metrics:
         metrics.close()
 
     summary = {
-        "steps": t.steps,
+        "steps": stats.get("budget_step", t.steps),
         "final_loss": stats["smoothed_loss"],
         "parameters": model.num_parameters(),
-        "tokens_per_s": tokens_per_step * max(1, t.steps - start) / max(stats["train_seconds"], 1e-9),
+        "tokens_per_s": tokens_per_step * stats.get("budget_step", t.steps) / max(stats["train_seconds"], 1e-9),
         "processes": ranks.world,
         **peak_memory_mib(),
         "gates": {str(k): v for k, v in model.gates().items()},

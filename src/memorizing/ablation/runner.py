@@ -1,11 +1,5 @@
-"""Run a study: the baseline and every variant of a plan, times seeds, resumable and shardable.
-
-Study folder:
-    study.json     the plan as variants and configs (written first; a rerun must match it)
-    plan.resolved.toml  the plan as it was understood, in the TOML plan format (runs the same study)
-    ledger.jsonl   append-only, one checksummed line per finished run (ok or failed)
-    runs/KEY-sN/   each run's training folder (resumed from its checkpoint after an interruption)
-    report.md, report.json, *.png   written from the ledger(s) by report.py
+"""Run a study: the baseline and every variant of a plan, times seeds, resumable and shardable (the study
+folder's files: study_folder.py).
 
 Variants whose configs coincide share one run key, so they are trained once and reported under each name.
 Every run with seed s uses train.seed = s for both initialisation and data order, so comparisons are paired.
@@ -28,11 +22,12 @@ from tqdm import tqdm
 from memorizing.ablation.configs import apply_changes
 from memorizing.ablation.mapping import Resolution, Variant, resolve
 from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
+from memorizing.ablation.report import CONTROLS, write_report
+from memorizing.ablation.study_folder import RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 
-STUDY, LEDGER, RUNS, RESOLVED = "study.json", "ledger.jsonl", "runs", "plan.resolved.toml"
 
 
 def config_key(config: Config) -> str:
@@ -77,35 +72,92 @@ def plan_error(understood: Understood) -> PlanError:
                      .replace("  --dry-run", " --dry-run"))
 
 
+# How a study trains its runs, by preset: "warm" pretrains one trunk per seed (memory off) for the preset's
+# train.steps and fine-tunes every variant from it for finetune_steps; "scratch" trains every variant from
+# initialisation for train.steps.
+STUDY_DEFAULTS = {"tiny": {"start": "scratch", "finetune_steps": 10},
+                  "cpu": {"start": "warm", "finetune_steps": 300},
+                  "paper": {"start": "warm", "finetune_steps": 20000}}
+
+def controls(baseline: Config) -> list[Variant]:
+    """The controls every study with memory reports, so that what the memory buys reads off the table: the same
+    network without the memory branch, and the same network reading nothing (gate fixed at 0)."""
+    if not baseline.memory.enabled:
+        return []
+    return [Variant("control: no memory", CONTROLS, None, {"memory.enabled": False},
+                    "the memory branch removed; everything else, qk-norm included, as in the baseline"),
+            Variant("control: reads nothing (gate 0)", CONTROLS, None, {"memory.combine": "fixed", "memory.gate": 0.0},
+                    "the same network with its memory gate fixed at 0: memory is written but never read")]
+
+
+def trunk_config(config: Config, baseline: Config, steps: int) -> Config:
+    """The trunk a variant fine-tunes from: its own network without the memory branch, trained `steps` steps.
+    Settings that only the memory branch reads are the baseline's, so that variants which differ only there
+    share one trunk; the memory layers' placement counts only where their qk-norm differs from the others'."""
+    trunk = config.copy()
+    for name, value in baseline.memory.__dict__.items():
+        if name not in ("qk_norm", "layers") or (name == "layers" and trunk.memory.qk_norm == trunk.model.qk_norm):
+            setattr(trunk.memory, name, value)
+    trunk.memory.enabled = False
+    trunk.train.steps, trunk.train.init_from, trunk.train.freeze = steps, "", "none"
+    trunk.train.warmup = min(trunk.train.warmup, steps)
+    return trunk.validate()
+
+
 def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str], seeds: int,
-               understood: Understood | None = None, partial: bool = False) -> dict:
-    """The study as data: variants with their config changes and run keys, and one config per key. A plan with
-    a refused section raises PlanError listing every problem (`partial` keeps the sections that resolved)."""
+               understood: Understood | None = None, partial: bool = False, start: str | None = None,
+               finetune_steps: int | None = None, init_from: str | None = None, with_controls: bool = True) -> dict:
+    """The study as data: variants with their config changes and run keys, one config per key, and the trunks
+    the variants start from. A plan with a refused section raises PlanError listing every problem (`partial`
+    keeps the sections that resolved). `with_controls` adds the controls of `controls`. `start`: "warm" (a trunk
+    per seed), "scratch", or set by `init_from` (every variant fine-tunes from that run folder)."""
     if seeds < 1:
         raise UserError(f"--seeds {seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
     understood = understood or understand(plan, preset, corpus, sets)
     if understood.problems() and not partial:
         raise plan_error(understood)
+    defaults = STUDY_DEFAULTS.get(preset, STUDY_DEFAULTS["cpu"])
+    start = "init" if init_from else start or defaults["start"]
+    finetune_steps = finetune_steps or defaults["finetune_steps"]
+    if finetune_steps < 1:
+        raise UserError(f"--finetune-steps {finetune_steps} is invalid: give at least 1.")
     baseline = understood.baseline
     variants = [Variant("baseline", "baseline", None, {}, "the full model of the preset")]
+    variants += controls(baseline) if with_controls else []
     for r in understood.resolutions:
         variants += r.variants
-    configs, rows = {}, []
+    configs, trunks, rows = {}, {}, []
     for v in variants:
         config = apply_changes(baseline, v.changes)
+        trunk = None
+        if start == "warm":
+            trunk = trunk_config(config, baseline, baseline.train.steps)
+            trunks[config_key(trunk)] = trunk.to_dict()
+            config.train.init_from = f"{TRUNK}:{config_key(trunk)}"
+        elif start == "init":
+            config.train.init_from = str(Path(init_from).resolve())
+        if start != "scratch":
+            config.train.steps = finetune_steps
+            config.train.warmup = min(config.train.warmup, finetune_steps // 4)
+            config.train.eval_every = max(1, finetune_steps // 6) if config.train.eval_every else 0
         key = config_key(config)
         configs[key] = config.to_dict()
         rows.append({"name": v.name, "ablation": v.ablation, "replacement": v.replacement,
                      "config_changes": {k: _jsonable(val) for k, val in v.changes.items()}, "key": key,
+                     "trunk": config_key(trunk) if trunk else None,
                      "description": v.description, "equals_baseline": v.equals_baseline})
     names = [r["name"] for r in rows]
     for r in rows:  # names must be unique: qualify repeated ones with their ablation
         if names.count(r["name"]) > 1 and r["ablation"] != "baseline":
             r["name"] = f"{r['name']} ({r['ablation']})"
+    ablations = ([CONTROLS] if len(variants) > 1 and variants[1].ablation == CONTROLS else []) + \
+        [r.section.title for r in understood.resolutions if r.refusal is None]
     return {"plan": understood.plan.name, "plan_path": plan, "preset": preset, "corpus": baseline.data.corpus,
-            "sets": sets, "seeds": [baseline.train.seed + s for s in range(seeds)],
-            "ablations": [r.section.title for r in understood.resolutions if r.refusal is None],
-            "variants": rows, "configs": configs}
+            "sets": sets, "seeds": [baseline.train.seed + s for s in range(seeds)], "start": start,
+            "trunk_steps": baseline.train.steps if start == "warm" else None,
+            "finetune_steps": finetune_steps if start != "scratch" else None,
+            "init_from": str(Path(init_from).resolve()) if init_from else None,
+            "ablations": ablations, "variants": rows, "configs": configs, "trunks": trunks}
 
 
 def _jsonable(value):
@@ -113,7 +165,18 @@ def _jsonable(value):
 
 
 def all_runs(study: dict) -> list[tuple[str, int]]:
+    """The variants' runs (key, seed); the trunks they start from are trained first (trunk_runs)."""
     return sorted((key, seed) for key in study["configs"] for seed in study["seeds"])
+
+
+def trunk_runs(study: dict, runs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The trunk runs that `runs` start from."""
+    needed = set()
+    for key, seed in runs:
+        init = study["configs"][key]["train"].get("init_from", "")
+        if init.startswith(f"{TRUNK}:"):
+            needed.add((init.split(":", 1)[1], seed))
+    return sorted(needed)
 
 
 def relative_cost(config_dict: dict) -> float:
@@ -123,57 +186,23 @@ def relative_cost(config_dict: dict) -> float:
     return tokens * (2 if config.memory_searched() else 1)
 
 
-def run_id(key: str, seed: int) -> str:
-    return f"{key}-s{seed}"
-
-
-# ---- the ledger --------------------------------------------------------------------------------------------
-def _checksum(record: dict) -> str:
-    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def append_ledger(folder: Path, record: dict) -> None:
-    line = json.dumps({**record, "checksum": _checksum(record)}, sort_keys=True)
-    with open(folder / LEDGER, "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_ledger(folder: Path, warn=None) -> dict[str, dict]:
-    """Finished runs by id; a torn or altered line is named and skipped (its run is redone)."""
-    records = {}
-    path = folder / LEDGER
-    if not path.exists():
-        return records
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-            checksum = record.pop("checksum")
-            if checksum != _checksum(record):
-                raise ValueError("checksum mismatch")
-        except (json.JSONDecodeError, KeyError, ValueError, AttributeError) as e:
-            if warn:
-                warn(f"{path}, line {number}: damaged ledger line skipped ({e}); that run will be redone.")
-            continue
-        records[record["run"]] = record
-    return records
-
-
 # ---- one run -----------------------------------------------------------------------------------------------
-def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: bool, threads: int) -> dict:
-    """Train (or resume) and evaluate one run; returns its ledger record. Runs in a worker process too."""
-    from memorizing.data.corpora import load_corpus, split_documents
-    from memorizing.evaluate import evaluate
-    from memorizing.model.transformer import load_model
+def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: bool, threads: int,
+                trunk: bool = False) -> dict:
+    """Train (or resume) and evaluate one run; returns its ledger record. Runs in a worker process too. A trunk
+    is trained, not evaluated; a run that starts from a trunk reads it from the study folder."""
+    from memorizing.evaluate import evaluate_run
     from memorizing.train import SUMMARY, train
 
     torch.set_num_threads(threads)
     config = Config.from_dict(config_dict)
     config.train.seed = seed
-    run_dir = Path(folder) / RUNS / run_id(key, seed)
+    if config.train.init_from.startswith(f"{TRUNK}:"):
+        trunk_key = config.train.init_from.split(":", 1)[1]
+        config.train.init_from = str((Path(folder) / RUNS / run_id(trunk_key, seed, trunk=True)).resolve())
+    run_dir = Path(folder) / RUNS / run_id(key, seed, trunk)
     started = time.time()
-    record = {"run": run_id(key, seed), "key": key, "seed": seed}
+    record = {"run": run_id(key, seed, trunk), "key": key, "seed": seed}
     try:
         if not (run_dir / SUMMARY).exists():
             resume = (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint.old").exists()
@@ -181,20 +210,22 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
                 shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
             train(config, run_dir, resume=resume, progress=progress, log=lambda *_: None)
         summary = json.loads((run_dir / SUMMARY).read_text())
-        model = load_model(run_dir)
-        documents = split_documents(load_corpus(config.data), "test", config.data.corpus)
-        result = evaluate(model, documents, config.data.lanes, config.data.segment, config.data.eval_tokens,
-                          measure_recall=bool(model.memory_layers) and config.memory.search != "exact")
-        curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        record.update(status="ok", ppl=result["ppl"], bits_per_token=result["bits_per_token"],
-                      tokens=result["tokens"], by_position=result["by_position"],
-                      search_recall_at_k=result.get("search_recall_at_k"),
-                      recall_span_loss=result.get("recall_span_loss"), parameters=summary["parameters"],
-                      tokens_per_s=summary["tokens_per_s"], peak_rss_mib=summary["peak_rss_mib"],
-                      train_seconds=summary["train_seconds"], gates=summary["gates"],
-                      stability={"max_grad_norm": summary["max_grad_norm"], "loss_spikes": summary["loss_spikes"],
-                                 "non_finite": False},
-                      curve=[{k: r[k] for k in ("step", "loss", "valid_ppl") if k in r} for r in curve])
+        record.update(status="ok", parameters=summary["parameters"], tokens_per_s=summary["tokens_per_s"],
+                      peak_rss_mib=summary["peak_rss_mib"], train_seconds=summary["train_seconds"],
+                      steps=summary["steps"])
+        if not trunk:
+            result = evaluate_run(run_dir)
+            curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            record.update(ppl=result["ppl"], bits_per_token=result["bits_per_token"], tokens=result["tokens"],
+                          documents=result["documents"], by_position=result["by_position"],
+                          **{k: result.get(k) for k in ("search_recall_at_k", "search_recall_by_fill",
+                                                         "recall_span_loss", "recall_exact_match",
+                                                         "recall_source_found")},
+                          gates=summary["gates"],
+                          stability={"max_grad_norm": summary["max_grad_norm"], "loss_spikes": summary["loss_spikes"],
+                                     "non_finite": False},
+                          curve=[{k: r[k] for k in ("step", "train_seconds", "loss", "valid_ppl") if k in r}
+                                 for r in curve])
     except UserError:
         raise
     except Exception as e:  # a diverged or crashed run is recorded as failed; the study carries on
@@ -216,16 +247,18 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_study(args) -> int:
-    from memorizing.ablation.report import write_report
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
     understood = understand(args.plan, args.preset, args.corpus, args.sets)
     shard_i, shard_n = parse_shard(args.shard)
+    options = {"start": args.start, "finetune_steps": args.finetune_steps, "init_from": args.init_from,
+               "with_controls": not args.no_controls}
     if args.dry_run:  # what was understood, then the problems (exit status 2) or the resolved plan
-        study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, partial=True)
+        study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, partial=True,
+                           **options)
         runs = all_runs(study)
         print_variants(study, len(runs), len(runs[shard_i - 1::shard_n]), understood)
-    study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood)
+    study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, **options)
     resolved = resolved_toml(understood.plan, understood.resolutions, args.preset, args.sets)
     if args.resolve:
         atomic_write(Path(args.resolve), lambda tmp: Path(tmp).write_text(resolved))
@@ -239,6 +272,7 @@ def run_study(args) -> int:
         raise UserError(f"--jobs {jobs} is invalid: give 1 or more.")
     runs = all_runs(study)
     mine = runs[shard_i - 1::shard_n]
+    trunks = trunk_runs(study, mine)  # every shard trains the trunks its runs need (they are deterministic)
 
     folder = Path(args.out)
     study["command"] = "memorizing " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("memorizing") else None
@@ -257,36 +291,54 @@ def run_study(args) -> int:
 
     warn = lambda message: print(f"memorizing ablate: warning: {message}", file=sys.stderr)
     done = read_ledger(folder, warn)
+    trunks_todo = [(k, s) for k, s in trunks if run_id(k, s, trunk=True) not in done]
     todo = [(k, s) for k, s in mine if run_id(k, s) not in done]
     todo.sort(key=lambda run: -relative_cost(study["configs"][run[0]]))  # longest first: no idle worker at the end
+    start = f" from {len(study['trunks']) * len(study['seeds'])} trunks" if study["trunks"] else ""
     print(f"study {folder}: {len(study['variants'])} variants, {len(study['configs'])} distinct configs x "
-          f"{len(study['seeds'])} seeds = {len(runs)} runs; this shard {len(mine)}, {len(mine) - len(todo)} done, "
-          f"{len(todo)} to run")
-    jobs = max(1, min(jobs, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+          f"{len(study['seeds'])} seeds = {len(runs)} runs{start}; this shard {len(mine)}, {len(mine) - len(todo)} "
+          f"done, {len(todo)} to run")
     quiet = args.quiet
-    with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="run", desc="study", disable=quiet,
-              position=0) as bar:
+    with tqdm(total=len(trunks) + len(mine), initial=len(trunks) - len(trunks_todo) + len(mine) - len(todo),
+              unit="run", desc="study", disable=quiet, position=0) as bar:
         def finished(record):
             append_ledger(folder, record)
             bar.update(1)
             if record["status"] != "ok":
                 warn(f"run {record['run']} failed: {record['error']}")
 
-        if jobs == 1:
-            for key, seed in todo:
-                bar.set_postfix_str(run_id(key, seed))
-                finished(execute_run(str(folder), key, seed, study["configs"][key], not quiet, threads))
-        else:
-            # spawn, not fork: a forked child of a process that has run OpenMP threads can hang
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(execute_run, str(folder), key, seed, study["configs"][key], False, threads)
-                           for key, seed in todo]
-                for future in as_completed(futures):
-                    finished(future.result())
+        failed_trunks = _run_all(folder, [(k, s, study["trunks"][k], True) for k, s in trunks_todo], jobs, quiet,
+                                 finished)
+        todo = [(k, s) for k, s in todo if (study["configs"][k]["train"]["init_from"].split(":", 1)[-1], s)
+                not in failed_trunks]
+        _run_all(folder, [(k, s, study["configs"][k], False) for k, s in todo], jobs, quiet, finished)
     write_report([folder], folder)
     print(f"report: {folder / 'report.md'}")
     return 0
+
+
+def _run_all(folder: Path, runs: list[tuple], jobs: int, quiet: bool, finished) -> set:
+    """Execute (key, seed, config, trunk) runs, `jobs` at a time; returns the (key, seed) of those that failed."""
+    jobs = max(1, min(jobs, len(runs)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failed = set()
+
+    def record(r):
+        finished(r)
+        if r["status"] != "ok":
+            failed.add((r["key"], r["seed"]))
+
+    if jobs == 1:
+        for key, seed, config, trunk in runs:
+            record(execute_run(str(folder), key, seed, config, not quiet, threads, trunk))
+    elif runs:
+        # spawn, not fork: a forked child of a process that has run OpenMP threads can hang
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(execute_run, str(folder), key, seed, config, False, threads, trunk)
+                       for key, seed, config, trunk in runs]
+            for future in as_completed(futures):
+                record(future.result())
+    return failed
 
 
 def _identity(study: dict) -> list:
@@ -297,8 +349,12 @@ def _identity(study: dict) -> list:
 def print_variants(study: dict, total: int, mine: int, understood: Understood | None = None) -> None:
     """The dry run: for each section, what it was read as and the words that decided it, then its variants and
     what each one means."""
+    start = {"warm": f"per seed a trunk without memory ({study['trunk_steps']} steps), then every variant fine-tuned "
+                     f"{study['finetune_steps']} steps from it",
+             "init": f"every variant fine-tuned {study['finetune_steps']} steps from {study['init_from']}",
+             "scratch": "every variant trained from initialisation"}[study.get("start", "scratch")]
     print(f"plan {study['plan']}: baseline = preset {study['preset']} on {study['corpus']}"
-          f"{' with ' + ', '.join(study['sets']) if study['sets'] else ''}; seeds {study['seeds']}")
+          f"{' with ' + ', '.join(study['sets']) if study['sets'] else ''}; seeds {study['seeds']}; {start}")
     seen: dict[str, str] = {}
 
     def variant_line(v):
@@ -311,6 +367,10 @@ def print_variants(study: dict, total: int, mine: int, understood: Understood | 
 
     rows = iter(study["variants"])
     variant_line(next(rows))  # the baseline
+    rows = list(rows)
+    for v in [v for v in rows if v["ablation"] == CONTROLS]:
+        variant_line(v)
+    rows = iter(v for v in rows if v["ablation"] != CONTROLS)
     for r in understood.resolutions if understood else []:
         head = f"line {r.section.line} {r.section.title!r}"
         if r.refusal is not None:
@@ -322,5 +382,6 @@ def print_variants(study: dict, total: int, mine: int, understood: Understood | 
             variant_line(next(rows))
     for v in rows:  # without the plan's reading (a study read back from study.json)
         variant_line(v)
-    print(f"{len(study['configs'])} distinct configs x {len(study['seeds'])} seeds = {total} runs"
+    trunks = f" after {len(study['trunks']) * len(study['seeds'])} trunk runs" if study.get("trunks") else ""
+    print(f"{len(study['configs'])} distinct configs x {len(study['seeds'])} seeds = {total} runs{trunks}"
           f"{f' ({mine} in this shard)' if mine != total else ''}; nothing trained (--dry-run)")
