@@ -76,6 +76,8 @@ def explicit_items(section: Section) -> list[Item]:
         items += split_values(value)
     return items
 
+NOTHING = re.compile(r"^\s*(?:none|nothing|n/?a|not applicable|no (?:value|replacement)s?|-+|–|—)\s*$", re.I)
+
 PLACEHOLDER = re.compile(r"^\s*(?:n/?a|none|nothing|-|–|—|off|removed?|disabled?|no replacement|not applicable|"
                          r"\(none\)|nil|null|0)\s*$", re.I)
 
@@ -130,7 +132,7 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
     """Values said in free text. A number counts only with the component's unit after it or keyword before it,
     or next to one that has them; a stray number of the text is never taken."""
     first_problem = ""
-    for source, texts in (("text", targets), ("title", [title])):
+    for source, texts in (("text", targets), ("title", [without_id(title)])):
         items = []
         for target in texts:
             if not component.numeric:
@@ -163,6 +165,17 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
     return [], first_problem
 
 
+TITLE_ID = re.compile(r"^\s*(?:(?:ablation|experiment|exp|study|run|test|variant|arm|section|part|item|step|no\.?)\s*"
+                      r"#?\s*[A-Za-z]?\d+[a-z]?|#?\d+[a-z]?|[A-Za-z]\d{1,2})\s*(?:[.:)—–|-]+\s*|\s+(?=[A-Za-z]))",
+                      re.I)
+
+
+def without_id(title: str) -> str:
+    """A title without the identifier it starts with ('Ablation 2 — Fixed mixing', 'A3: Top-k', '4) Reset'): an
+    identifier's number is never a value."""
+    return TITLE_ID.sub("", title, count=1)
+
+
 def _cued(component: Component, text: str) -> bool:
     """Whether a piece of free text is this component's value: a number with its unit or keyword, or words
     that name one of its values."""
@@ -173,7 +186,7 @@ def _cued(component: Component, text: str) -> bool:
         return True  # 'by a factor of 4', '4x smaller' 
     for n in numbers(t):
         after, before = t[n.end:].strip(), t[:n.start]
-        if component.units and re.match(rf"(?:{component.units})\b", after):
+        if component.units and re.match(rf"-?\s*(?:{component.units})\b", after):  # '256 tokens', '256-token'
             return True
         if component.keywords and re.search(component.keywords, before):
             return True
