@@ -59,7 +59,7 @@ ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
 
 # What a plan writes where it has no value: a REMOVE row's value cell, 'Values: n/a'. Never a value to parse.
 NO_VALUE = re.compile(r"^\s*(?:n\s*/\s*a|n\.a\.?|not applicable|[-–—]+|\(\s*(?:none|n\s*/\s*a|empty|[-–—]+)\s*\)|"
-                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|empty|"
+                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|empty|null|nil|"
                       r"\.\.\.|tbd|\?+)\s*(?:\([^()]*\))?\s*[.;,]?\s*$", re.I)
 
 
@@ -154,10 +154,23 @@ def entries(lines: list[Line]) -> list[Entry]:
             out.append(Entry(line.number, indent, "row", raw.strip()))
         elif (m := ITEM.match(raw)) and not _is_bold_marker(raw):
             text = re.sub(r"^\[[ xX✓]?\]\s*", "", m["text"].strip())  # a task-list box
-            out.append(Entry(line.number, len(m["indent"]), "item", text, marker=m["marker"]))
+            out.append(Entry(line.number, len(m["indent"]), "item", _dash_field(text), marker=m["marker"]))
         else:
-            out.append(Entry(line.number, indent, "text", raw.strip()))
+            out.append(Entry(line.number, indent, "text", _dash_field(raw.strip())))
     return out
+
+
+DASH_FIELD = re.compile(r"^(?P<mark>\*{1,2}|_{1,2})?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)(?P=mark)?\s*(?:—|–|--?|=|→|->)"
+                        r"\s+(?P<value>\S.*)$")
+
+
+def _dash_field(text: str) -> str:
+    """'**Values** — layer 3; layer 6', 'Action = REPLACE', 'Component - the gate': a field name (one a plan
+    uses for fields, not a title) with a dash or '=' in place of the colon, as 'Values: layer 3; layer 6'."""
+    m = DASH_FIELD.match(text)
+    if m and field_role(m["name"], exact=True) not in (None, "title"):
+        return f"{m['mark'] or ''}{m['name']}{m['mark'] or ''}: {m['value']}"
+    return text
 
 
 def _is_bold_marker(raw: str) -> bool:
@@ -392,15 +405,17 @@ def _field_item(e: Entry) -> str | None:
 
 def _is_field_list(body: list[Entry]) -> bool:
     """A list whose items are the fields of one ablation: at least half of its top-level items start with a field
-    name, no field name twice, one of them saying what is ablated, done or run ('1. Change: ...', '2. Values: ...',
-    '3. Measure: ...'). Items that repeat field names ('- Component: x; Action: y' per item) are ablations."""
+    name, no field name twice (but values), one of them saying what is ablated, done or run ('1. Change: ...',
+    '2. Values: ...', '3. Measure: ...'). Items that repeat field names ('- Component: x; Action: y' per item) are
+    ablations."""
     items = [e for e in body if e.kind == "item"]
     if not items:
         return False
     top = min(e.indent for e in items)
     tops = [e for e in items if e.indent == top]
     roles = [r for r in (_field_item(e) for e in tops) if r]
-    return any(r in ("part", "action", "values", "change") for r in roles) and len(roles) == len(set(roles)) \
+    once = [r for r in roles if r != "values"]  # 'Variant A: ...', 'Variant B: ...' are one field's values
+    return any(r in ("part", "action", "values", "change") for r in roles) and len(once) == len(set(once)) \
         and 2 * len(roles) >= len(tops)
 
 

@@ -313,6 +313,7 @@ RELATIVE_DESCRIPTION = (r"\bdistance (?:between|from|to) (?:the |a |each )?(?:qu
                         r"stored|retriev\w*|written|entry|entries)\b)|\bquery[- ]to[- ]key distance|"
                         r"\bquery-key distance")
 ABSOLUTE_BIAS = (r"\bposition (?:\w+ ){0,2}(?:in|within|inside) (?:the |its |a )?(?:document|doc|book|text)\b|"
+                 r"\b(?:stored |retrieved )(?:key|keys|memory|memories|entry|entries)(?:'s?|') (?:own )?positions?\b|"
                  r"\bwhere in the (?:document|doc|book|text)\b|\b(?:document|doc)[- ]position|"
                  r"\b(?:indexed|keyed|conditioned) (?:on|by) (?:the )?(?:stored |retrieved )?(?:key's |keys' |"
                  r"memory's |entry's )?(?:own )?position\b|\bposition (?:at which|where) (?:it|the \w+) was "

@@ -112,11 +112,16 @@ def target_of(sentence: str) -> str:
     s = PURPOSE.sub("", blank_kept(without_references(sentence)))
     arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", s)
     if len(arrow) > 1:
-        s = arrow[-1]
+        old = re.search(r"\S*\d\S*(?:\s+[A-Za-z-]+){0,2}\s*$", arrow[-2])
+        # 'Neighbours: 32 → 8': the new number, with what it counts
+        s = _with_subject(arrow[-2][:old.start()], arrow[-1]) if old else arrow[-1]
+    setting = re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
+                        r"(?P<subject>.*?)\b(?:to|at)\s+(?P<value>.+)$", s, re.I)
+    if setting and _bare(setting["value"].rstrip(" .;,!")):
+        return _with_subject(setting["subject"], setting["value"])  # 'reduce top-k to 8': 'top-k 8'
     m = re.search(r"\breplac\w*\b.*?\b(?:with|by)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:swap|exchang|trad)\w*\b.*?\bfor\s+(.+)$", s, re.I) or \
-        re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
-                  r".*?\b(?:to|at)\s+(.+)$", s, re.I) or \
+        (setting and re.search(r"(.+)", setting["value"])) or \
         re.search(r"\b(?:sweep|swept|vary|varies|varied|varying|rang(?:e|es|ing))\w*\b.*?\b(?:over|across|among|"
                   r"between|through|in)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:use|using|try|trying|tries)\s+(.+)$", s, re.I)
@@ -126,6 +131,15 @@ def target_of(sentence: str) -> str:
         s = re.sub(r"\bfrom\s+\S+\s+(?:up\s+|down\s+)?to\s+", "", s, flags=re.I)
     s = re.sub(r"\(\s*\)", " ", s)
     return re.sub(r"\s+", " ", s).strip(" ,;")
+
+
+def _with_subject(subject: str, value: str) -> str:
+    """A bare number with the words that say what it counts ('the number of neighbours (from 32)', '8' ->
+    'number of neighbours 8'); the subject's own numbers are dropped."""
+    subject = re.sub(r"\bfrom\s+(?:\S+\s+){0,2}?\S*\d\S*", " ", subject, flags=re.I)
+    subject = re.sub(r"\S*\d\S*", " ", subject)
+    tail = " ".join(subject.split()[-4:]).strip(" ,;:")
+    return f"{tail} {value.strip()}".strip(" ,;.") if tail else value.strip(" ,;.")
 
 
 def free_items(component: Component, targets: list[str], title: str, ctx: Context) -> tuple[list[Item], str]:

@@ -99,7 +99,7 @@ BASELINE_SENTENCE = re.compile(
     r"\bthe paper (?:uses|has|retrieves|places|puts)\b|\bis a fifo\b|\bdefault is\b")
 REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
-    r"unlike)\b[^,;()]*|"
+    r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
     r"\b(?:vs\.?|versus)\s+(?=[^,;()]*\b(?:baseline|paper|current|default|original)\b)[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
@@ -188,8 +188,9 @@ class Item:
 # paper's 32", "exact rather than bucketed", "layer 12 vs. the default layer 9", "from 512 to 256 tokens".
 VALUE_REFERENCE = re.compile(
     r"\s*\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
-    r"unlike)\b[^,;()]*|"
-    r"\s*\b(?:vs\.?|versus)\s+(?=[^,;()]*\b(?:baseline|paper|current|default|original)\b)[^,;()]*", re.I)
+    r"unlike|(?:down|up|reduced|increased|lowered|raised|changed|moved|cut|shrunk|grown|halved|doubled) from\b"
+    r"(?![^,;()]*\bto\b))[^,;()]*|"
+    r"\s*\b(?:vs\.?|versus)\s+(?=[^,;]*\b(?:baseline|paper|current|default|original)\b)[^,;]*", re.I)
 FROM_TO = re.compile(r"\bfrom\s+(?:(?!to\b)\S+\s+){1,3}?(?:up\s+|down\s+)?to\s+(?=\S)", re.I)
 
 
