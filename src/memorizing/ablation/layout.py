@@ -461,6 +461,8 @@ def sections_from_heading(title: str, number: int, body: list[Entry]) -> list[Se
         if items:
             return items
         tables = _table_sections(body, whole=False)
+        if len(tables) == 1 and not any(c.role == "part" for t in _split_tables(body) for c in _table_columns(t)[0]):
+            tables[0].title = strip_number(title)  # one row labelled, not named by a part: the heading's ablation
         if tables:
             return tables
     blocks = _paragraph_sections(body)
@@ -596,6 +598,10 @@ def _table_columns(table: list[Entry]) -> tuple[list[Column], list[Entry]]:
     if not ruled and all(c.role in ("label", "prose", "index") for c in columns):
         return [Column("label" if k == 0 else "prose", "") for k in range(len(first))], rows
     data = rows[1:]
+    # '| Parameter | Baseline | Ablation |': after a column that says what the row is, 'Ablation' holds its value
+    for k, c in enumerate(columns):
+        if c.role == "title" and any(d.role in ("title", "label", "part", "component") for d in columns[:k]):
+            columns[k] = Column("values", c.header)
     if any(c.role == "component" for c in columns):  # 'Setting | Neighbours per query': 'Setting' labels the row
         columns = [Column("label" if k == 0 else "notes", c.header) if c.role == "values" else c
                    for k, c in enumerate(columns)]

@@ -39,6 +39,15 @@ def normalise(text: str) -> str:
     return WORD_DASH.sub("-", SPACES.sub(" ", THOUSANDS.sub("", text.translate(PUNCTUATION))))
 
 
+DEFINITION = re.compile(r"<dt\b[^>]*>(.*?)</dt\s*>\s*<dd\b[^>]*>(.*?)</dd\s*>", re.S | re.I)
+
+
+def _definition(match: re.Match) -> str:
+    """'<dt>Action</dt><dd>REMOVE</dd>' is the field line 'Action: REMOVE' (line numbers kept)."""
+    text = match.group(0)
+    return f"<li>{match[1].strip()}: {match[2].strip()}</li>".replace("\n", " ") + "\n" * text.count("\n")
+
+
 def _keep_lines(match: re.Match) -> str:
     return "\n" * match.group(0).count("\n")
 
@@ -81,6 +90,7 @@ def clean(text: str) -> list[Line]:
     """The plan's lines with HTML turned into Markdown, entities decoded and code markup removed."""
     text = normalise(text.replace("\r\n", "\n").replace("\r", "\n"))
     text = IGNORED_BLOCK.sub(_keep_lines, text)
+    text = DEFINITION.sub(_definition, text)
     text = BLOCK_ELEMENT.sub(_flatten, text)
     lines = []
     for number, raw in enumerate(text.split("\n"), 1):

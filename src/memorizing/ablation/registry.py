@@ -213,9 +213,9 @@ BY_NAME = {c.name: c for c in COMPONENTS}
 # one, so 'the attention span' or 'how far back the model can look' names both equally (a section that says only
 # this is refused as ambiguous, naming both).
 SHARED = (
-    (r"\battention (?:span|range|horizon)s?\b|\bspan of (?:the )?attention\b|\breceptive field\b|\blook-?back\b|"
-     r"\bhow far (?:back )?(?:the model|it|attention|(?:each |a )?tokens?|the network|we) (?:can |may |is able to )?"
-     r"(?:look|see|attend|reach)\w*|\bhow much (?:past |previous )?context\b|\b(?:visible|effective|available|"
+    (r"\battention (?:span|range|horizon|reach)s?\b|\bspan of (?:the )?attention\b|\breceptive field\b|"
+     r"\blook-?back\b|\bhow far (?:back )?(?:[\w-]+ ){0,3}?(?:can |may |could |is able to )?(?:look|see|attend|reach)"
+     r"\w*|\bhow much (?:past |previous )?context\b|\b(?:visible|effective|available|"
      r"attended|attendable|usable|accessible) context\b|\bcontext (?:that |which )?(?:the model|it|each token|a "
      r"token|attention|local attention) (?:sees|can see|has|attends to|can attend to|looks at)\b|\bcontext "
      r"(?:visible|available|accessible) to\b", ("segment", "xl_cache"), 3,
