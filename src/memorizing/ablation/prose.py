@@ -117,7 +117,7 @@ def target_of(sentence: str) -> str:
         s = _with_subject(arrow[-2][:old.start()], arrow[-1]) if old else arrow[-1]
     setting = re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
                         r"(?P<subject>.*?)\b(?:to|at)\s+(?P<value>.+)$", s, re.I)
-    if setting and _bare(setting["value"].rstrip(" .;,!")):
+    if setting and all(_bare(v) for v in re.split(r",|;|\s/\s|\s(?:and|or)\s", setting["value"].rstrip(" .;,!"))):
         return _with_subject(setting["subject"], setting["value"])  # 'reduce top-k to 8': 'top-k 8'
     m = re.search(r"\breplac\w*\b.*?\b(?:with|by)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:swap|exchang|trad)\w*\b.*?\bfor\s+(.+)$", s, re.I) or \

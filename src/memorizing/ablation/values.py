@@ -101,7 +101,8 @@ REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
-    r"\b(?:vs\.?|versus)\s+(?=[^,;()]*\b(?:baseline|paper|current|default|original)\b)[^,;()]*|"
+    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*\b(?:in|of|from|for) the "
+    r"(?:baseline|paper)\b)[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
     r"\((?:[^()]*\b(?:baseline|currently|current|paper|default|originally|today)\b[^()]*)\)|"
     r"\b(?:baseline|paper|current|default)\s*[:=]\s*[^,;()]*")
@@ -190,7 +191,8 @@ VALUE_REFERENCE = re.compile(
     r"\s*\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up|reduced|increased|lowered|raised|changed|moved|cut|shrunk|grown|halved|doubled) from\b"
     r"(?![^,;()]*\bto\b))[^,;()]*|"
-    r"\s*\b(?:vs\.?|versus)\s+(?=[^,;]*\b(?:baseline|paper|current|default|original)\b)[^,;]*", re.I)
+    r"\s*\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*(?:\(\s*(?:the\s+)?"
+    r"(?:baseline|paper|current|default|original)\s*\)|\b(?:in|of|from|for) the (?:baseline|paper)\b))[^,;]*", re.I)
 FROM_TO = re.compile(r"\bfrom\s+(?:(?!to\b)\S+\s+){1,3}?(?:up\s+|down\s+)?to\s+(?=\S)", re.I)
 
 
