@@ -155,9 +155,34 @@ def entries(lines: list[Line]) -> list[Entry]:
         elif (m := ITEM.match(raw)) and not _is_bold_marker(raw):
             text = re.sub(r"^\[[ xX✓]?\]\s*", "", m["text"].strip())  # a task-list box
             out.append(Entry(line.number, len(m["indent"]), "item", _dash_field(text), marker=m["marker"]))
+        elif (title := _bold_title(lines, k)) is not None:
+            out.append(Entry(line.number, 0, "heading", title, level=BOLD_TITLE_LEVEL))
         else:
             out.append(Entry(line.number, indent, "text", _dash_field(raw.strip())))
     return out
+
+
+BOLD_TITLE = re.compile(r"^(?:\*\*|__)(?P<title>[^*_]{2,100}?)(?:\*\*|__)\s*:?\s*$")
+BOLD_TITLE_LEVEL = 7  # below every Markdown heading: a bold title line is the innermost heading
+
+
+def _bold_title(lines: list[Line], k: int) -> str | None:
+    """A line that is only a bold title ('**2. Exact search**'), after a blank line or a heading, with field lines
+    below it: a heading of its own. A bold field name ('**Values**') is not one."""
+    m = BOLD_TITLE.match(lines[k].text)
+    if not m or lines[k].text[:1].isspace() or field_role(m["title"], exact=True):
+        return None
+    above = lines[k - 1].text if k else ""
+    if above.strip() and not HEADING.match(above):
+        return None
+    for line in [x for x in lines[k + 1:] if x.text.strip()][:8]:
+        if HEADING.match(line.text) or BOLD_TITLE.match(line.text):
+            break
+        item = ITEM.match(line.text)
+        field = FIELD_LINE.match(_dash_field(item["text"] if item else line.text.strip()))
+        if field and field_role(field["name"]) in ("part", "action", "values", "change"):
+            return m["title"].strip()
+    return None
 
 
 DASH_FIELD = re.compile(r"^(?P<mark>\*{1,2}|_{1,2})?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)(?P=mark)?\s*(?:—|–|--?|=|→|->)"
@@ -468,6 +493,10 @@ def sections_from_heading(title: str, number: int, body: list[Entry]) -> list[Se
     blocks = _paragraph_sections(body)
     if len(blocks) >= 2 and all(b.part or b.action for b in blocks):
         return blocks
+    if not _has_own_fields(body):
+        bold = _bold_lead_sections(body)  # '**A. Memory off.** Remove ...', '**B. ...**': ablations of their own
+        if len(bold) >= 2:
+            return bold
     section = Section(title=strip_number(title), line=number)
     read_body(section, body)
     return [section] if _has_content(section) else []
