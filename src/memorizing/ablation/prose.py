@@ -180,8 +180,8 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
 
 
 TITLE_ID = re.compile(r"^\s*(?:(?:ablation|experiment|exp|study|run|test|variant|arm|section|part|item|step|no\.?)\s*"
-                      r"#?\s*[A-Za-z]?\d+[a-z]?|#?\d+[a-z]?|[A-Za-z]\d{1,2})\s*(?:[.:)—–|-]+\s*|\s+(?=[A-Za-z]))",
-                      re.I)
+                      r"#?\s*[A-Za-z]?\d+[a-z]?\s*(?:[.:)—–|-]+\s*|\s+(?=[A-Za-z]))|(?:#?\d+|[A-Za-z]\d{1,2})"
+                      r"(?:\.\d+)*\s*[.:)—–|-]+\s+)", re.I)
 
 
 def without_id(title: str) -> str:
