@@ -689,15 +689,16 @@ def _without_parens(text: str) -> str:
 
 
 def _row_values(columns: list[Column], row_cells: list[str], reference: list[str] | None) -> list[tuple[str, str]]:
-    """(header, value) of a row's value cells: empty ones and those that repeat the baseline row dropped, a bare
-    number given the column's unit ('16384' under 'Size (entries)' is '16384 entries'), and each value named by
-    its column where a row sets several columns ('Neighbours per query: 8')."""
+    """(header, value) of a row's value cells: empty ones and those that repeat the baseline row's value of the
+    column's component dropped, a bare number given the column's unit ('16384' under 'Size (entries)' is '16384
+    entries'), and each value named by its column where a row sets several columns ('Neighbours per query: 8')."""
     out = []
     for k, (c, cell) in enumerate(zip(columns, row_cells)):
         if c.role not in ("component", "values") or _empty(cell):
             continue
-        if reference is not None and k < len(reference) and reference[k].strip() == cell.strip():
-            continue
+        if c.role == "component" and reference is not None and k < len(reference) and \
+                reference[k].strip() == cell.strip():
+            continue  # the baseline's value of this column's component
         unit = _unit(c.header)
         if unit and re.fullmatch(r"\s*[\d.,]+\s*[kKmM]?\s*|\s*\d+\s*\^\s*\d+\s*", cell):
             cell = f"{cell.strip()} {unit}"
