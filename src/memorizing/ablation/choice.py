@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from memorizing.ablation.layout import Section
 from memorizing.ablation.parsers import Context
-from memorizing.ablation.registry import BY_NAME, COMPONENTS, Component, Refusal, listing
-from memorizing.ablation.values import Item, blank_kept, words
+from memorizing.ablation.registry import BY_NAME, COMPONENTS, SHARED, Component, Refusal, listing
+from memorizing.ablation.values import Item, blank_kept, numbers, words
 
 
 PLACE = re.compile(r"\b(?:in|of|from|for|on|into|over|within|inside|across|at|to|by|through|about)\s+"
@@ -25,7 +25,7 @@ class Hit:
     end: int
 
 
-def phrase_hits(section: Section) -> list[Hit]:
+def phrase_hits(section: Section, placement: frozenset = frozenset()) -> list[Hit]:
     """Every phrase of every component found in the section, nested matches dropped, kept clauses ignored."""
     hits = []
     for source, text in (("title", section.title), ("part", section.part), ("change", section.change),
@@ -33,14 +33,18 @@ def phrase_hits(section: Section) -> list[Hit]:
         if not text:
             continue
         active = words(blank_kept(text))
+        placed = without_qualifiers(active, placement)
         found = []
         for c in COMPONENTS:
             for pattern, weight in c.phrases:
-                for m in re.finditer(pattern, active):
+                for m in re.finditer(pattern, placed if c.name == "memory_layers" else active):
                     w = 0.0 if m.groupdict().get("skip") else weight
                     if c.name == "memory" and PLACE.search(active[:m.start()][-40:]):
                         w *= 0.25  # "in the external memory": where something sits, not what is ablated
                     found.append(Hit(c.name, m.group(0).strip(), w, source, m.start(), m.end()))
+        for pattern, names, weight, _ in SHARED:  # one concept of two components: a vote for each, equally
+            for m in re.finditer(pattern, active):
+                found += [Hit(n, m.group(0).strip(), weight, source, m.start(), m.end()) for n in names]
         found.sort(key=lambda h: h.start - h.end)
         kept: list[Hit] = []
         for h in found:
@@ -51,26 +55,94 @@ def phrase_hits(section: Section) -> list[Hit]:
     return hits
 
 
-def cue_votes(items: list[Item]) -> dict[str, list[str]]:
+# Where something sits: 'in every layer', 'in the memory layer', 'at layer 9', 'across all layers'.
+LOCATION = re.compile(r"\b(?:in|at|of|across|for|on|inside|within|per|to|from|out of)\s+(?:the\s+|every\s+|each\s+|"
+                      r"all\s+(?:the\s+)?|both\s+|its\s+|a\s+|that\s+|this\s+)?(?:\w+\s+){0,2}?layers?\b"
+                      r"(?:\s*\(?\s*\d+(?:\s*(?:,|and|&)\s*\d+)*\s*\)?)?|\beverywhere\b|\bin all \d+ layers\b")
+
+# The memory layer the baseline has, named as a place: 'in the memory layer', 'in its layer', 'in layer 9'.
+EXISTING_LAYER = re.compile(r"^(?:in|at|of|on|inside|within|for|from|out of)\s+(?:(?:the|its|that|this)\s+(?:single\s+|"
+                            r"existing\s+|current\s+|one\s+)?(?:(?:knn|memory|retrieval|knn-augmented|"
+                            r"memory-augmented)[\s-]+)*layer|its\s+layer)$")
+
+
+def without_qualifiers(text: str, placement: frozenset = frozenset()) -> str:
+    """`text` (lowercased words) without the locations that do not say where the memory goes: a location after
+    another component or a quantity of one ('Transformer-XL cache of 512 tokens in every layer': where the cache
+    sits), and the memory layer the baseline already has ('the kNN memory in layer 9', 'in the memory layer': where
+    the memory is). A location decides the memory's placement only where it names other layers for the memory
+    itself ('put the kNN memory in every layer') or stands alone ('in layers 3 and 6')."""
+    out = text
+    for m in reversed(list(LOCATION.finditer(text))):
+        clause = re.split(r"[.;:!?]|,\s|\s(?:and|but|while|then)\s", text[:m.start()])[-1]
+        said = m.group(0).strip()
+        layers = {int(n) for n in re.findall(r"\d+", said)}
+        existing = bool(EXISTING_LAYER.match(said)) or (bool(layers) and layers <= placement and
+                                                         not re.search(r"\b(?:to|into)\b", said))
+        quantity = re.search(r"\d[\d,.]*\s*[km]?\s*(?!layers?\b)[a-z][a-z-]*\s*$", clause)  # '512 tokens'
+        if existing or quantity or _names_other_component(clause):
+            out = out[:m.start()] + " " * (m.end() - m.start()) + out[m.end():]
+    return out
+
+
+def _names_other_component(text: str) -> bool:
+    """Whether `text` names a component other than the memory and its placement (by a defining or strong phrase);
+    the last named wins ('the XL cache next to the kNN memory' names the memory)."""
+    last, at = None, -1
+    for c in COMPONENTS:
+        for pattern, weight in c.phrases:
+            if weight < 2:
+                continue
+            for m in re.finditer(pattern, text):
+                if not m.groupdict().get("skip") and m.end() > at:
+                    last, at = c.name, m.end()
+    return last is not None and last not in ("memory", "memory_layers")
+
+
+def cues(text: str, placement: frozenset = frozenset()) -> list[str]:
+    """The components a value's cues name; a layer named as where something already sits is no cue."""
+    t = words(text)
+    named = [c.name for c in COMPONENTS if c.cue and re.search(c.cue, t)]
+    if "memory_layers" in named and not re.search(BY_NAME["memory_layers"].cue, without_qualifiers(t, placement)):
+        named.remove("memory_layers")
+    return named
+
+
+def memory_layers(baseline) -> frozenset:
+    """The baseline's memory layers, 1-based."""
+    return frozenset(n + 1 for n in baseline.memory_placement())
+
+
+def named_by(text: str, placement: frozenset = frozenset()) -> str | None:
+    """The one component a value names by itself ('Neighbours per query: 32', 'k = 8', 'Segment length: 512'),
+    by its cue or a defining or strong phrase; None where it names none or several."""
+    named = cues(text, placement)
+    if not named:
+        t = words(text)
+        named = list(dict.fromkeys(c.name for c in COMPONENTS for pattern, weight in c.phrases
+                                   if weight >= 2 and re.search(pattern, t)))
+    return named[0] if len(named) == 1 else None
+
+
+def cue_votes(items: list[Item], placement: frozenset = frozenset()) -> dict[str, list[str]]:
     """Components named by values: a value votes when its cue names exactly one component."""
     votes: dict[str, list[str]] = {}
     for item in items:
-        t = words(item.text)
-        named = [c.name for c in COMPONENTS if c.cue and re.search(c.cue, t)]
+        named = cues(item.text, placement)
         if len(named) == 1:
             votes.setdefault(named[0], []).append(item.text)
     return votes
 
 
-def cued_any(text: str) -> bool:
-    t = words(text)
-    return any(c.cue and re.search(c.cue, t) for c in COMPONENTS)
+def cued_any(text: str, placement: frozenset = frozenset()) -> bool:
+    return bool(cues(text, placement))
 
 
 def choose_component(section: Section, items: list[Item], ctx: Context) -> tuple[Component | None, list[str],
                                                                                      Refusal | None]:
-    votes = cue_votes(items)
-    hits = phrase_hits(section)
+    placement = memory_layers(ctx.baseline)
+    votes = cue_votes(items, placement)
+    hits = phrase_hits(section, placement)
     scores: dict[str, float] = {}
     for h in hits:
         scores[h.component] = scores.get(h.component, 0) + h.weight
@@ -78,8 +150,12 @@ def choose_component(section: Section, items: list[Item], ctx: Context) -> tuple
         name = next(iter(votes))
         said = ", ".join(repr(v) for v in votes[name][:3])
         rival = max((n for n in scores if n not in (name, "memory")), key=lambda n: scores[n], default=None)
-        if rival and scores[rival] >= 3 and scores[rival] > scores.get(name, 0) and \
-                not all(BY_NAME[rival].parse(i, ctx).changes is not None for i in items):
+        if rival and scores[rival] >= 3 and scores[rival] > scores.get(name, 0):
+            if not any(numbers(i.text) for i in items) and \
+                    all(BY_NAME[rival].parse(i, ctx).changes is not None for i in items):
+                # 'Memory reset: the memory keeps its entries across documents': the words' own values
+                return BY_NAME[rival], [f"its words name {BY_NAME[rival].label}, whose values these are"] + \
+                    _words_for(rival, hits), None
             return None, [], _ambiguous_components(section, [rival, name], f"its words name {BY_NAME[rival].label} "
                                                                           f"but its values ({said}) name "
                                                                           f"{BY_NAME[name].label}")
@@ -97,7 +173,11 @@ def choose_component(section: Section, items: list[Item], ctx: Context) -> tuple
             return BY_NAME[fitting[0]], [f"values fit {BY_NAME[fitting[0]].label} only"] + \
                 _words_for(fitting[0], hits), None
     if len(tied) > 1:
-        return None, [], _ambiguous_components(section, tied, "its words name several components equally")
+        shared = next(((h.words, because) for h in hits for p, names, _, because in SHARED
+                       if set(tied) <= set(names) and re.fullmatch(p, h.words)), None)
+        why = (f"{shared[0]!r} is made up of {' and '.join(BY_NAME[n].label for n in tied)} together "
+               f"({shared[1]})") if shared else "its words name several components equally"
+        return None, [], _ambiguous_components(section, tied, why)
     return BY_NAME[tied[0]], _words_for(tied[0], hits), None
 
 

@@ -61,8 +61,8 @@ def _inline_field_names() -> str:
                                                             "design", "element", "feature", "report", "id")]
     return "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in names)
 
-INLINE_FIELD = re.compile(r"(?:^|(?<=[\s;,.—–|(]))(?:\*\*|__)?(?P<name>" + _inline_field_names() +
-                          r")(?:\*\*|__)?\s*(?::|\*\*:|:\*\*)\s*(?:\*\*|__)?", re.I)
+INLINE_FIELD = re.compile(r"(?:^|(?<=[\s;,.—–|(]))(?:\*{1,2}|_{1,2})?(?P<name>" + _inline_field_names() +
+                          r")(?:\*{1,2}|_{1,2})?\s*(?::|\*{1,2}:|:\*{1,2})\s*(?:\*{1,2}|_{1,2})?", re.I)
 
 
 def _depth(text: str, at: int) -> int:

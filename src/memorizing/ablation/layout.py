@@ -7,12 +7,16 @@ What this module knows is the *shape* of a plan, not its meaning. Accepted, and 
   or as values; task-list boxes (`- [ ]`);
 - fields as `**Ablated Part**: ...`, `Component: ...`, `**Values:**` followed by a list, or inline on one line
   (`Component: x; Action: REPLACE; Values: a, b`, `Title — REPLACE — values`, `Title → values`,
-  `Title: values`), or as sub-headings (`#### Action`);
-- Markdown and HTML tables with one ablation per row;
+  `Title: values`), or as sub-headings (`#### Action`), or as the items of a list (`1. Change: ...`,
+  `2. Values: ...`, `<li>Action: ...</li>`: one ablation's fields, not ablations);
+- Markdown and HTML tables with one ablation per row; tables of one ablation's variants (`| Variant | Segment
+  length |`: a column headed by a component holds its values) or fields (`| Field | Value |`); a baseline row
+  is the reference the other rows differ from; header cells are never values, placeholders (`n/a`, `—`) no value;
 - bold-lead paragraphs (`**A. Title.** prose`), paragraphs of field lines, paragraphs that enumerate ablations
   (`(1) ..., (2) ...`, `First, ... Second, ...`), plain prose under a heading;
 - YAML-like (`- name: ...`) and JSON lists;
-- HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code.
+- HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code; Unicode dashes,
+  spaces and quotes (read as their ASCII forms).
 
 Each section keeps its title, the line where it starts, and its text sorted by role: what is ablated (`part`),
 the action, the values as written, the change described, free prose, and notes (hypothesis, rationale: never
@@ -24,7 +28,8 @@ import re
 from dataclasses import dataclass, field
 
 from memorizing.ablation.fields import field_role, split_inline
-from memorizing.ablation.markup import Line, clean
+from memorizing.ablation.markup import Line, clean, normalise
+from memorizing.ablation.registry import names_component
 
 
 # Headings and sections that hold no ablation: asides (read only when a plan has nothing else), and lists of
@@ -52,6 +57,12 @@ CONTAINER_WORD = re.compile(r"\b(?:ablations|ablation (?:plan|study|studies|list
 ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
 
 
+# What a plan writes where it has no value: a REMOVE row's value cell, 'Values: n/a'. Never a value to parse.
+NO_VALUE = re.compile(r"^\s*(?:n\s*/\s*a|n\.a\.?|not applicable|[-–—]+|\(\s*(?:none|n\s*/\s*a|empty|[-–—]+)\s*\)|"
+                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|empty|null|nil|"
+                      r"\.\.\.|tbd|\?+)\s*(?:\([^()]*\))?\s*[.;,]?\s*$", re.I)
+
+
 @dataclass
 class Section:
     """One ablation as written: its text sorted by role. `values` are the value lines as written (not split)."""
@@ -73,6 +84,8 @@ class Section:
             return
         if role == "title":
             self.title = self.title or text
+        elif role in ("values", "change") and NO_VALUE.match(text):
+            return
         elif role == "values":
             self.values.append(text)
         else:
@@ -94,7 +107,8 @@ ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+•▪◦‣–]|\d{1,3}[.)]|
 
 BOLD_LEAD = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*\s*(?P<rest>.*)$")
 
-FIELD_LINE = re.compile(r"^\s*(?:\*\*|__)?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?"
+FIELD_LINE = re.compile(r"^\s*(?:\*{1,2}|_{1,2})?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*{1,2}|_{1,2})?\s*:\s*"
+                        r"(?:\*{1,2}|_{1,2})?"
                         r"\s*(?P<value>.*)$")
 
 
@@ -140,10 +154,48 @@ def entries(lines: list[Line]) -> list[Entry]:
             out.append(Entry(line.number, indent, "row", raw.strip()))
         elif (m := ITEM.match(raw)) and not _is_bold_marker(raw):
             text = re.sub(r"^\[[ xX✓]?\]\s*", "", m["text"].strip())  # a task-list box
-            out.append(Entry(line.number, len(m["indent"]), "item", text, marker=m["marker"]))
+            out.append(Entry(line.number, len(m["indent"]), "item", _dash_field(text), marker=m["marker"]))
+        elif (title := _bold_title(lines, k)) is not None:
+            out.append(Entry(line.number, 0, "heading", title, level=BOLD_TITLE_LEVEL))
         else:
-            out.append(Entry(line.number, indent, "text", raw.strip()))
+            out.append(Entry(line.number, indent, "text", _dash_field(raw.strip())))
     return out
+
+
+BOLD_TITLE = re.compile(r"^(?:\*\*|__)(?P<title>[^*_]{2,100}?)(?:\*\*|__)\s*:?\s*$")
+BOLD_TITLE_LEVEL = 7  # below every Markdown heading: a bold title line is the innermost heading
+
+
+def _bold_title(lines: list[Line], k: int) -> str | None:
+    """A line that is only a bold title ('**2. Exact search**'), after a blank line or a heading, with field lines
+    below it: a heading of its own. A bold field name ('**Values**') is not one."""
+    m = BOLD_TITLE.match(lines[k].text)
+    if not m or lines[k].text[:1].isspace() or field_role(m["title"], exact=True):
+        return None
+    above = lines[k - 1].text if k else ""
+    if above.strip() and not HEADING.match(above):
+        return None
+    for line in [x for x in lines[k + 1:] if x.text.strip()][:8]:
+        if HEADING.match(line.text) or BOLD_TITLE.match(line.text):
+            break
+        item = ITEM.match(line.text)
+        field = FIELD_LINE.match(_dash_field(item["text"] if item else line.text.strip()))
+        if field and field_role(field["name"]) in ("part", "action", "values", "change"):
+            return m["title"].strip()
+    return None
+
+
+DASH_FIELD = re.compile(r"^(?P<mark>\*{1,2}|_{1,2})?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)(?P=mark)?\s*(?:—|–|--?|=|→|->)"
+                        r"\s+(?P<value>\S.*)$")
+
+
+def _dash_field(text: str) -> str:
+    """'**Values** — layer 3; layer 6', 'Action = REPLACE', 'Component - the gate': a field name (one a plan
+    uses for fields, not a title) with a dash or '=' in place of the colon, as 'Values: layer 3; layer 6'."""
+    m = DASH_FIELD.match(text)
+    if m and field_role(m["name"], exact=True) not in (None, "title"):
+        return f"{m['mark'] or ''}{m['name']}{m['mark'] or ''}: {m['value']}"
+    return text
 
 
 def _is_bold_marker(raw: str) -> bool:
@@ -281,6 +333,9 @@ def read_body(section: Section, body: list[Entry]) -> None:
     list_role, list_indent = None, -1
     paragraph: list[str] = []
     bare_items: list[str] = []
+    # fields written as list items ('1. Change: ...', '<li>Action: ...</li>'): an item beside them that is not a
+    # field describes the part; it is not a value
+    field_indents = {e.indent for e in body if e.kind == "item" and _field_item(e)}
 
     def flush():
         if paragraph:
@@ -288,7 +343,17 @@ def read_body(section: Section, body: list[Entry]) -> None:
             section.add("notes" if re.fullmatch(r"\(.*\)", text.strip()) else "prose", text)
             paragraph.clear()
 
+    tables = {id(t[0]): t for t in _split_tables(body)}
+    in_table = set()
     for i, e in enumerate(body):
+        if id(e) in tables:
+            flush()
+            list_role = None
+            _table_into(section, tables[id(e)])
+            in_table |= {id(x) for x in tables[id(e)]}
+            continue
+        if id(e) in in_table:
+            continue
         if e.kind == "blank":
             flush()
             nxt = next((b for b in body[i + 1:] if b.kind != "blank"), None)
@@ -300,8 +365,6 @@ def read_body(section: Section, body: list[Entry]) -> None:
             list_role = None
             continue
         text = e.text
-        if e.kind == "row":
-            text = " ".join(c.strip() for c in text.strip("|").split("|"))
         field = FIELD_LINE.match(text)
         role = field_role(field["name"]) if field else None
         bold_field = bool(field) and bool(re.match(r"^\s*(\*\*|__)", text))
@@ -316,12 +379,16 @@ def read_body(section: Section, body: list[Entry]) -> None:
                 list_role = None
                 continue
             _add_field(section, role, value)
-            list_role, list_indent = (role or "prose"), e.indent
+            # a field that is an item and has its value holds only what is nested under it
+            deeper = e.kind == "item" and bool(value)
+            list_role, list_indent = (role or "prose"), e.indent + (1 if deeper else 0)
             continue
         if e.kind == "item":
             flush()
             if list_role and e.indent >= list_indent:
                 _add_field(section, list_role if list_role != "action" else "values", text)
+            elif e.indent in field_indents:
+                section.add("prose", text)
             else:
                 bare_items.append(text)  # a list of its own: the values, unless the section names them
             continue
@@ -355,8 +422,32 @@ def is_container_title(title: str) -> bool:
     return bool(CONTAINER_TITLE.match(_title_words(title)))
 
 
+def _field_item(e: Entry) -> str | None:
+    """The role of an item that starts with a field name ('1. Change: ADD ...', '- Measure: perplexity')."""
+    m = FIELD_LINE.match(e.text)
+    return field_role(m["name"]) if m else None
+
+
+def _is_field_list(body: list[Entry]) -> bool:
+    """A list whose items are the fields of one ablation: at least half of its top-level items start with a field
+    name, no field name twice (but values), one of them saying what is ablated, done or run ('1. Change: ...',
+    '2. Values: ...', '3. Measure: ...'). Items that repeat field names ('- Component: x; Action: y' per item) are
+    ablations."""
+    items = [e for e in body if e.kind == "item"]
+    if not items:
+        return False
+    top = min(e.indent for e in items)
+    tops = [e for e in items if e.indent == top]
+    roles = [r for r in (_field_item(e) for e in tops) if r]
+    once = [r for r in roles if r != "values"]  # 'Variant A: ...', 'Variant B: ...' are one field's values
+    return any(r in ("part", "action", "values", "change") for r in roles) and len(once) == len(set(once)) \
+        and 2 * len(roles) >= len(tops)
+
+
 def _has_own_fields(body: list[Entry]) -> bool:
     """Whether a heading's body holds fields at its own level (then it is a section, its lists are values)."""
+    if _is_field_list(body):
+        return True
     for e in body:
         if e.kind in ("text", "item"):
             m = FIELD_LINE.match(e.text)
@@ -394,12 +485,18 @@ def sections_from_heading(title: str, number: int, body: list[Entry]) -> list[Se
         items = _section_items(body, container=bool(CONTAINER_WORD.search(title)))
         if items:
             return items
-        tables = _table_sections(body)
+        tables = _table_sections(body, whole=False)
+        if len(tables) == 1 and not any(c.role == "part" for t in _split_tables(body) for c in _table_columns(t)[0]):
+            tables[0].title = strip_number(title)  # one row labelled, not named by a part: the heading's ablation
         if tables:
             return tables
     blocks = _paragraph_sections(body)
     if len(blocks) >= 2 and all(b.part or b.action for b in blocks):
         return blocks
+    if not _has_own_fields(body):
+        bold = _bold_lead_sections(body)  # '**A. Memory off.** Remove ...', '**B. ...**': ablations of their own
+        if len(bold) >= 2:
+            return bold
     section = Section(title=strip_number(title), line=number)
     read_body(section, body)
     return [section] if _has_content(section) else []
@@ -462,38 +559,224 @@ def _items_to_sections(body: list[Entry], tops: list[Entry]) -> list[Section]:
     return sections
 
 
-def _table_sections(body: list[Entry]) -> list[Section]:
-    """A Markdown (or converted HTML) table: a header row naming the fields, then one ablation per row."""
-    sections = []
-    header = None
+# ---- tables --------------------------------------------------------------------------------------------------
+# A table's header names its columns: fields ('Component', 'Action', 'Values'), a component whose values the
+# column holds ('Memory size (entries per head)', 'Neighbours per query'), the row's title (the first column
+# otherwise), an index ('#'). Header cells are never values.
+@dataclass
+class Column:
+    role: str  # a field role, "component" (the values of the component its header names), "index" or "label"
+    header: str
+
+
+def _split_tables(body: list[Entry]) -> list[list[Entry]]:
+    """The tables of a body: runs of rows (and their rule lines), broken by any other text or by a header row (a
+    row with a rule line under it)."""
+    tables, current = [], []
     for e in body:
-        if e.kind != "row":
-            if e.kind not in ("table-rule", "blank"):
-                header = None  # text between tables: the next table has its own header
+        if e.kind == "table-rule" and len(current) > 1 and current[-1].kind == "row":
+            tables.append(current[:-1])  # the row above the rule heads a new table
+            current = current[-1:]
+        if e.kind in ("row", "table-rule"):
+            current.append(e)
+        elif e.kind != "blank" and current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return [t for t in tables if any(e.kind == "row" for e in t)]
+
+
+def cells(e: Entry) -> list[str]:
+    return [c.strip() for c in e.text.strip().strip("|").split("|")]
+
+
+def _empty(cell: str) -> bool:
+    return bool(NO_VALUE.match(cell)) or bool(re.fullmatch(r"\s*(?:none)?\s*", cell, re.I))
+
+
+# Columns beside the value column: the baseline's value ('Baseline value', 'Paper', 'From') is a note; the new value
+# ('Proposed', 'Ablated', 'New') is the value.
+BASELINE_COLUMN = re.compile(r"^(?:baseline|paper|default|current|original|reference|old|before|from|today)\b", re.I)
+VALUE_COLUMN = re.compile(r"^(?:new|proposed|ablated|ablation value|after|target|tested|trial|to)\b", re.I)
+
+
+def _column(header: str, first: bool) -> Column:
+    name = re.sub(r"\([^()]*\)|\[[^\[\]]*\]", " ", header).strip(" *_:")
+    if not first and BASELINE_COLUMN.match(name):
+        return Column("notes", header)
+    if not first and VALUE_COLUMN.match(name):
+        return Column("values", header)
+    role = field_role(name) if name else None
+    if role:
+        return Column(role, header)
+    if not name or re.fullmatch(r"#|no\.?|nr\.?|n°|idx|index|row|step", name, re.I):
+        return Column("index", header)
+    if names_component(header):
+        return Column("component", header)
+    return Column("label" if first else "prose", header)
+
+
+def _table_columns(table: list[Entry]) -> tuple[list[Column], list[Entry]]:
+    """The columns of a table and its data rows. The first row is the header when a rule line follows it (a
+    Markdown table, or an HTML table with <th> cells), or when one of its cells names a field or a component."""
+    rows = [e for e in table if e.kind == "row"]
+    first = cells(rows[0])
+    columns = [_column(c, k == 0) for k, c in enumerate(first)]
+    ruled = len(table) > 1 and table[1].kind == "table-rule"
+    if not ruled and all(c.role in ("label", "prose", "index") for c in columns):
+        return [Column("label" if k == 0 else "prose", "") for k in range(len(first))], rows
+    data = rows[1:]
+    # '| Parameter | Baseline | Ablation |': after a column that says what the row is, 'Ablation' holds its value
+    for k, c in enumerate(columns):
+        if c.role == "title" and any(d.role in ("title", "label", "part", "component") for d in columns[:k]):
+            columns[k] = Column("values", c.header)
+    if any(c.role == "component" for c in columns):  # 'Setting | Neighbours per query': 'Setting' labels the row
+        columns = [Column("label" if k == 0 else "notes", c.header) if c.role == "values" else c
+                   for k, c in enumerate(columns)]
+    elif not any(c.role in ("values", "change") for c in columns):
+        # 'Component | Tokens': a column of short numeric cells under a non-field header holds the values
+        for k, c in enumerate(columns):
+            column_cells = [cells(r)[k] for r in data if k < len(cells(r)) and not _empty(cells(r)[k])]
+            if c.role == "prose" and column_cells and all(re.search(r"\d", x) and len(x.split()) <= 4
+                                                          for x in column_cells):
+                columns[k] = Column("values", c.header)
+    return columns, data
+
+
+def _field_table(columns: list[Column], data: list[Entry]) -> bool:
+    """'| Field | Value |' with rows '| Component | top-k |', '| Action | REPLACE |': one ablation's fields."""
+    roles = [field_role(cells(r)[0], exact=True) for r in data if cells(r)]
+    return len(columns) >= 2 and bool(data) and 2 * sum(bool(r) for r in roles) > len(roles) and \
+        any(r in ("part", "action", "values", "change") for r in roles)
+
+
+def _variant_table(columns: list[Column], data: list[Entry]) -> bool:
+    """'| Variant | Segment length |' with rows '| short | 256 |': the variants of one ablation. A table whose rows
+    name their own part, action or title ('Ablation'), or whose labels name components, lists ablations."""
+    roles = {c.role for c in columns}
+    if "component" not in roles or roles & {"part", "action", "title"}:
+        return False
+    labels = [cells(r)[k] for r in data for k, c in enumerate(columns) if c.role == "label" and k < len(cells(r))]
+    return not any(names_component(x) for x in labels)
+
+
+BASELINE_ROW = re.compile(r"^\s*(?:the\s+)?(?:baseline|default|paper|reference|control|full model|original)\b", re.I)
+
+
+def _unit(header: str) -> str:
+    """The unit a column header gives its numbers: 'Memory size (entries per head)' -> 'entries per head',
+    'Value (tokens)' -> 'tokens', 'Tokens' -> 'tokens'."""
+    m = re.search(r"\(([^()]*)\)\s*$", header)
+    if m and re.search(r"[A-Za-z]", m[1]) and not re.search(r"\d|\b(?:baseline|paper|default|e\.g|optional)\b", m[1],
+                                                            re.I):
+        return m[1].strip()
+    return header.strip().lower() if re.fullmatch(r"\s*(?:tokens|entries|neighbou?rs|layers|slots)\s*", header, re.I) \
+        else ""
+
+
+def _reference(columns: list[Column], data: list[Entry]) -> list[str] | None:
+    """The cells of the table's baseline row ('| Baseline | 65536 | 32 |'), which is no ablation of its own."""
+    for row in data:
+        labels = [cell for c, cell in zip(columns, cells(row)) if c.role in ("title", "label", "part")]
+        if labels and BASELINE_ROW.match(labels[0]):
+            return cells(row)
+    return None
+
+
+def _without_parens(text: str) -> str:
+    return re.sub(r"\s*\([^()]*\)", "", text).strip()
+
+
+def _row_values(columns: list[Column], row_cells: list[str], reference: list[str] | None) -> list[tuple[str, str]]:
+    """(header, value) of a row's value cells: empty ones and those that repeat the baseline row's value of the
+    column's component dropped, a bare number given the column's unit ('16384' under 'Size (entries)' is '16384
+    entries'), and each value named by its column where a row sets several columns ('Neighbours per query: 8')."""
+    out = []
+    for k, (c, cell) in enumerate(zip(columns, row_cells)):
+        if c.role not in ("component", "values") or _empty(cell):
             continue
-        cells = [c.strip() for c in e.text.strip().strip("|").split("|")]
-        if header is None:
-            roles = [field_role(c) for c in cells]
-            if any(roles):
-                header = roles
-                continue
-            header = ["title"] + ["prose"] * (len(cells) - 1)
-        if all(not c for c in cells):
+        if c.role == "component" and reference is not None and k < len(reference) and \
+                reference[k].strip() == cell.strip():
+            continue  # the baseline's value of this column's component
+        unit = _unit(c.header)
+        if unit and re.fullmatch(r"\s*[\d.,]+\s*[kKmM]?\s*|\s*\d+\s*\^\s*\d+\s*", cell):
+            cell = f"{cell.strip()} {unit}"
+        out.append((c.header if c.role == "component" else "", cell.strip()))
+    if sum(1 for h, _ in out if h) > 1:
+        out = [("", f"{_without_parens(h)}: {v}" if h else v) for h, v in out]  # the values name their columns
+    return out
+
+
+def _table_into(section: Section, table: list[Entry]) -> None:
+    """A table inside one ablation (its fields, or its variants): read into `section`."""
+    columns, data = _table_columns(table)
+    if _field_table(columns, data):
+        for row in data:
+            row_cells = cells(row)
+            _add_field(section, field_role(row_cells[0], exact=True) or "prose", " ".join(row_cells[1:]).strip())
+        return
+    reference = _reference(columns, data)
+    for row in data:
+        row_cells = cells(row)
+        if reference is not None and row_cells == reference:
             continue
-        section = Section(title="", line=e.number)
-        for role, cell in zip(header, cells):
-            if re.fullmatch(r"[-–—]?|n/?a|none|\(none\)", cell.strip(), re.I) and role in ("values", "change"):
+        for header, value in _row_values(columns, row_cells, reference):
+            if header and header not in section.part.split("\n"):
+                section.add("part", header)
+            section.add("values", value)
+        for c, cell in zip(columns, row_cells):
+            if not cell.strip() or c.role in ("index", "component", "values"):
                 continue
-            if role == "title":
-                section.title = section.title or strip_number(cell)
-            elif role == "part":
-                section.add("part", cell)
-                section.title = section.title or strip_number(cell)
+            if c.role in ("label", "prose"):
+                section.add("notes", cell)  # a row's label or remark: which variant, not what it runs
+            elif c.role == "change" and _empty(cell):
+                continue
             else:
-                _add_field(section, role or "prose", cell)
-        if not section.part:
-            section.add("part", section.title)
-        sections.append(section)
+                _add_field(section, c.role, cell)
+
+
+def _table_sections(body: list[Entry], whole: bool = True) -> list[Section]:
+    """Tables of ablations, one per row (a header row naming the columns, then the rows). A table of one
+    ablation's fields or variants is one section where `whole` (text outside headings), else left to the heading's
+    section."""
+    sections = []
+    for table in _split_tables(body):
+        columns, data = _table_columns(table)
+        if _field_table(columns, data) or _variant_table(columns, data):
+            if whole:
+                component = next((c.header for c in columns if c.role == "component"), "")
+                section = Section(title=strip_number(_without_parens(component)), line=table[0].number)
+                _table_into(section, table)
+                section.title = section.title or section.part.split("\n")[0] or "(untitled)"
+                sections.append(section)
+            continue
+        reference = _reference(columns, data)
+        for row in data:
+            row_cells = cells(row)
+            if all(not c for c in row_cells) or reference is not None and row_cells == reference:
+                continue
+            section = Section(title="", line=row.number)
+            for c, cell in zip(columns, row_cells):
+                if c.role in ("index", "component", "values") or not cell.strip():
+                    continue
+                if c.role == "change" and _empty(cell):
+                    continue
+                if c.role in ("title", "label"):
+                    section.title = section.title or strip_number(cell)
+                elif c.role == "part":
+                    section.add("part", cell)
+                    section.title = section.title or strip_number(cell)
+                else:
+                    _add_field(section, c.role, cell)
+            for header, value in _row_values(columns, row_cells, reference):
+                if header:
+                    section.add("part", header)
+                section.add("values", value)
+            if not any(c.role == "part" for c in columns) and section.title:
+                section.part = "\n".join(t for t in (section.title, section.part) if t)  # the title says the part
+            section.title = section.title or section.part.split("\n")[0] or "(untitled)"
+            sections.append(section)
     return sections
 
 
@@ -515,6 +798,10 @@ def _paragraph_sections(body: list[Entry]) -> list[Section]:
     blocks = [b for b in blocks if sum(_field_entry(e) for e in b) >= 1]
     if len(blocks) < 2 and not (blocks and not _field_entry(blocks[0][0])):
         return []
+    if all(_field_entry(b[0]) for b in blocks):
+        roles = [{_field_item(e) for e in b if _field_entry(e)} for b in blocks]
+        if all(not (a & b) for k, a in enumerate(roles) for b in roles[k + 1:]):
+            return []  # one ablation's fields, spread over paragraphs ('Component: x', blank, 'Action: y')
     sections = []
     for block in blocks:
         head = block[0]
@@ -586,11 +873,15 @@ def find_sections(lines: list[Line]) -> list[Section]:
         end = headings[k + 1] if k + 1 < len(headings) else len(all_entries)
         nxt = all_entries[end] if end < len(all_entries) else None
         body = all_entries[i + 1:end]
-        body = body[:next((j for j, e in enumerate(body) if e.kind == "rule"), len(body))]
+        # a rule line ends the heading's text (what follows is a footer), unless nothing came before it
+        body = body[:next((j for j, e in enumerate(body) if e.kind == "rule" and
+                           any(b.kind not in ("blank", "rule") for b in body[:j])), len(body))]
         if nxt is not None and nxt.level > heading.level:
             fielded = _field_headings(all_entries, headings, k)
             if fielded is not None:
                 sections.append(fielded)
+            elif not is_aside_title(heading.text):  # its own list or table of ablations, before the sub-headings
+                sections += _section_items(body) or _table_sections(body, whole=False)
             continue  # a heading with sub-headings holds them, not an ablation
         if field_role(heading.text, exact=True) in ("part", "action", "values", "change", "metrics", "notes"):
             continue  # '#### Action': a field of the ablation above it (see _field_headings)
@@ -603,7 +894,20 @@ def find_sections(lines: list[Line]) -> list[Section]:
     if not sections:  # no ablation heading: the text outside headings, then the asides
         for region in [preamble] + asides:
             sections += _sections_in_free_region(region)
-    return [s for s in sections if not _is_aside_section(s)]
+    return _attach_untitled([s for s in sections if not _is_aside_section(s)])
+
+
+def _attach_untitled(sections: list[Section]) -> list[Section]:
+    """A piece with no title and nothing it ablates ('2. Measure: perplexity' read on its own) belongs to the
+    section above it, not to a section of its own."""
+    out: list[Section] = []
+    for s in sections:
+        if out and s.title == "(untitled)" and not (s.part or s.action or s.values or s.change) and not s.direct:
+            for role in ("prose", "metrics", "notes"):
+                out[-1].add(role, getattr(s, role))
+            continue
+        out.append(s)
+    return out
 
 
 def _field_headings(all_entries: list[Entry], headings: list[int], k: int) -> Section | None:
@@ -703,6 +1007,7 @@ def _object_starts(text: str, start: int):
 
 def read_sections(text: str) -> list[Section]:
     """The sections of a plan, in plan order."""
+    text = normalise(text)
     if re.match(r"\s*(?:```\w*\s*)?[\[{]", text):
         found = json_sections(text)
         if found:

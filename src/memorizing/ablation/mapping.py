@@ -7,7 +7,10 @@ The decision, in order:
 3. the component: values whose cue names one component only decide (`k=8`, `16 neighbours`, `exact_kNN`);
    otherwise the phrases of the title, part, change and prose vote, where clauses that say what is kept or
    fallen back to vote for nothing and the kNN memory named as a place ("in the external memory") counts little;
-   a tie that the values cannot break is refused as ambiguous;
+   a layer named as where something sits ("XL cache in every layer", "the memory in layer 9") says nothing about
+   the memory's placement; a concept two components make up ("attention span") votes for both; a tie that the
+   values cannot break is refused as ambiguous, and so is a value that names another component than the
+   section's (values that restate the baseline's setting of another component are dropped first);
 4. the action (REMOVE / REPLACE / ADD), from the action field or the section's verbs;
 5. the variants: the component's REMOVE or ADD setting, or one variant per value, every number accounted for;
 6. a REMOVE or ADD that gives the baseline is refused; a REPLACE value equal to the baseline stays, marked.
@@ -17,14 +20,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from memorizing.ablation.choice import choose_component, conjoined, cued_any
+from memorizing.ablation.choice import choose_component, conjoined, cued_any, memory_layers, named_by
 from memorizing.ablation.configs import MappingError, apply_changes, describe, differences
 from memorizing.ablation.layout import Section
 from memorizing.ablation.missing import find_missing
 from memorizing.ablation.parsers import Context
-from memorizing.ablation.prose import (PLACEHOLDER, explicit_items, free_items, free_targets, normalise_action,
+from memorizing.ablation.prose import (NOTHING, PLACEHOLDER, explicit_items, free_items, free_targets, normalise_action,
                                        read_action)
-from memorizing.ablation.registry import REASONS, Component, Refusal
+from memorizing.ablation.registry import BY_NAME, REASONS, Component, Refusal
 from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, sentences, without_baseline_clauses, \
     without_references, words
 from memorizing.config import Config, ConfigError
@@ -133,10 +136,14 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
         return _remove_both(r, both, baseline)
     if action == "REMOVE":
         items = [i for i in items if not PLACEHOLDER.match(i.text)]
+    elif action == "ADD":  # 'none' is nothing to add
+        items = [i for i in items if not NOTHING.match(i.text)]
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
+    items = _without_restated(items, ctx)
     # values vote for the component; what free text says is only a value where the section sets something
-    vote_items = items or ([Item(t) for t in targets if cued_any(t)] if action != "REMOVE" else [])
+    vote_items = items or ([Item(t) for t in targets if cued_any(t, memory_layers(baseline))]
+                           if action != "REMOVE" else [])
     component, evidence, refusal = choose_component(section, vote_items, ctx)
     if refusal:
         r.refusal = refusal
@@ -156,6 +163,24 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
         r.variants = []  # a section runs whole or not at all
         return r
     return _finish(r, baseline)
+
+
+def _without_restated(items: list[Item], ctx: Context) -> list[Item]:
+    """Values that name several components ('Memory size: 16K', 'Neighbours per query: 32'), without those that
+    restate the baseline's own setting of their component: the baseline's values are no variants."""
+    placement = memory_layers(ctx.baseline)
+    named = [named_by(i.text, placement) for i in items]
+    if len({n for n in named if n}) < 2:
+        return items
+    kept = []
+    for item, name in zip(items, named):
+        if name:
+            parsed = BY_NAME[name].parse(item, ctx)
+            if parsed.changes is not None and not differences(ctx.baseline, apply_changes(ctx.baseline,
+                                                                                          parsed.changes)):
+                continue
+        kept.append(item)
+    return kept or items
 
 
 def _remove_both(r: Resolution, both: list[Component], baseline: Config) -> Resolution:
@@ -179,6 +204,10 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
     """The section's variants: the component's REMOVE or ADD setting (or, where that is open, what the text
     says instead), else one per value, listed or said in the text. A value that does not parse refuses all."""
     title = r.section.title
+    if r.action == "ADD" and not items and component.numeric:
+        said, _ = free_items(component, targets + [r.section.part], "", ctx)
+        if said:  # 'add a Transformer-XL cache of 256 tokens': the size it says
+            return _variants(r, component, said, targets, ctx)
     if r.action in ("REMOVE", "ADD") and not items:
         parsed = (component.remove if r.action == "REMOVE" else component.add)(ctx)
         if parsed.changes is None:
@@ -198,7 +227,15 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             r.refusal = Refusal("ambiguous", _ambiguous(f"{detail}; accepted: {component.accepted}"))
             return
         r.evidence.append("values from the text: " + ", ".join(repr(i.text) for i in items))
+    placement = memory_layers(ctx.baseline)
     for item in items:
+        other = named_by(item.text, placement)
+        if other not in (None, component.name, "memory") and BY_NAME[other].parse(item, ctx).changes is not None:
+            # 'Neighbours per query: 8' is no memory size
+            r.refusal = Refusal("ambiguous", _ambiguous(
+                f"value {item.text!r} names {BY_NAME[other].label}, but the section is about {component.label}; a "
+                f"section changes one component: split it, or name the config keys (section.key=value)"))
+            return
         parsed = component.parse(item, ctx)
         if parsed.changes is None:
             message = parsed.problem or f"value {item.text!r} is not understood for {component.label}"

@@ -226,17 +226,19 @@ def gate_parse(item: Item, ctx: Context) -> Parsed:
         values.append(1 / (1 + math.exp(-float(sig[1]))))
         out = out.replace(sig.group(0), " ")
     nums = [n for n in numbers(out) if not (sig and n.text == sig[1])]
-    if not nums and not sig and len(numbers(parens(text))) == 1 and not re.search(r"[a-z]", parens(words(text))):
-        nums = numbers(parens(text))  # 'fixed(0.5)', 'equal weighting (0.5)'
+    inner = words(parens(text))
+    if not nums and not sig and len(numbers(inner)) == 1 and \
+            re.fullmatch(r"\s*(?:(?:fixed[ _]?)?(?:gate|gating value|g|weight)\s*(?:=|:|of)?\s*)?[\d.]+\s*", inner):
+        nums = numbers(inner)  # 'fixed(0.5)', 'equal weighting (0.5)', 'memory-only (gate = 1.0)'
     if len(nums) > 1:
         return Parsed(problem=f"value {text!r} holds several gate values: give one per variant")
     values += [n.value for n in nums]
     if re.search(r"equal mix|equal weight|50/50|half and half|even mix|\baverag\w*|\bmean of|\bequally\b", t):
         values.append(0.5)
-    if re.search(r"local(?: attention)? only|only local|memory (?:output |attention )?ignored|no memory "
+    if re.search(r"local(?:[- ]attention)?[- ]only|only local|memory (?:output |attention )?ignored|no memory "
                  r"contribution", t):
         values.append(0.0)
-    if re.search(r"memory(?: attention)? only|only (?:the )?memory|local (?:output |attention )?ignored", t):
+    if re.search(r"memory(?:[- ]attention)?[- ]only|only (?:the )?memory|local (?:output |attention )?ignored", t):
         values.append(1.0)
     if not values and re.search(r"\binitial\w*|\binit\b|\bat (?:its )?start", t):
         values.append(0.5)  # the learned gate starts at sigmoid(0)
@@ -302,6 +304,22 @@ def search_parse(item: Item, ctx: Context) -> Parsed:
     return Parsed(changes)
 
 
+# The two memory position biases as plans describe them without their names: by the distance between query and
+# stored key (how far back, how long ago), or by where in the document the stored key stands (was written).
+RELATIVE_BIAS = (r"\bdistance\b|\bhow (?:far back|far away|long ago|old)\b|\boffset (?:between|from)|\bgap between|"
+                 r"\b(?:age|recency) of\b|\btokens? (?:ago|back)\b|\bquery[- ]to[- ]key\b|\bkey[- ]query\b")
+RELATIVE_DESCRIPTION = (r"\bdistance (?:between|from|to) (?:the |a |each )?(?:query|queries|stored key|key|"
+                        r"current token|positions?)\b|\bhow (?:far back|long ago)\b(?=[^.;]{0,30}\b(?:keys?|memor\w*|"
+                        r"stored|retriev\w*|written|entry|entries)\b)|\bquery[- ]to[- ]key distance|"
+                        r"\bquery-key distance")
+ABSOLUTE_BIAS = (r"\bposition (?:\w+ ){0,2}(?:in|within|inside) (?:the |its |a )?(?:document|doc|book|text)\b|"
+                 r"\b(?:stored |retrieved )(?:key|keys|memory|memories|entry|entries)(?:'s?|') (?:own )?positions?\b|"
+                 r"\bwhere in the (?:document|doc|book|text)\b|\b(?:document|doc)[- ]position|"
+                 r"\b(?:indexed|keyed|conditioned) (?:on|by) (?:the )?(?:stored |retrieved )?(?:key's |keys' |"
+                 r"memory's |entry's )?(?:own )?position\b|\bposition (?:at which|where) (?:it|the \w+) was "
+                 r"(?:written|stored)")
+
+
 def bias_parse(item: Item, ctx: Context) -> Parsed:
     t = words(item.text)
     kinds = set()
@@ -309,6 +327,9 @@ def bias_parse(item: Item, ctx: Context) -> Parsed:
         kinds.add("t5-relative")
     if re.search(r"\babsolute\b", t):
         kinds.add("learned-absolute")
+    if not kinds:  # described, not named: a distance between positions is the relative kind
+        kinds = {"t5-relative"} if re.search(RELATIVE_BIAS, t) else \
+            {"learned-absolute"} if re.search(ABSOLUTE_BIAS, t) else set()
     if not kinds and re.search(r"^\s*(?:none|no(?: position)? bias|without(?: position bias)?|off)\s*$", t):
         kinds.add("none")
     if len(kinds) != 1:

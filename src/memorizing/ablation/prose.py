@@ -76,6 +76,8 @@ def explicit_items(section: Section) -> list[Item]:
         items += split_values(value)
     return items
 
+NOTHING = re.compile(r"^\s*(?:none|nothing|n/?a|not applicable|no (?:value|replacement)s?|-+|–|—)\s*$", re.I)
+
 PLACEHOLDER = re.compile(r"^\s*(?:n/?a|none|nothing|-|–|—|off|removed?|disabled?|no replacement|not applicable|"
                          r"\(none\)|nil|null|0)\s*$", re.I)
 
@@ -110,11 +112,16 @@ def target_of(sentence: str) -> str:
     s = PURPOSE.sub("", blank_kept(without_references(sentence)))
     arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", s)
     if len(arrow) > 1:
-        s = arrow[-1]
+        old = re.search(r"\S*\d\S*(?:\s+[A-Za-z-]+){0,2}\s*$", arrow[-2])
+        # 'Neighbours: 32 → 8': the new number, with what it counts
+        s = _with_subject(arrow[-2][:old.start()], arrow[-1]) if old else arrow[-1]
+    setting = re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
+                        r"(?P<subject>.*?)\b(?:to|at)\s+(?P<value>.+)$", s, re.I)
+    if setting and all(_bare(v) for v in re.split(r",|;|\s/\s|\s(?:and|or)\s", setting["value"].rstrip(" .;,!"))):
+        return _with_subject(setting["subject"], setting["value"])  # 'reduce top-k to 8': 'top-k 8'
     m = re.search(r"\breplac\w*\b.*?\b(?:with|by)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:swap|exchang|trad)\w*\b.*?\bfor\s+(.+)$", s, re.I) or \
-        re.search(r"\b(?:switch|chang|set|mov|increas|decreas|reduc|rais|lower|shrink|grow|go|fix|bring|cut)\w*\b"
-                  r".*?\b(?:to|at)\s+(.+)$", s, re.I) or \
+        (setting and re.search(r"(.+)", setting["value"])) or \
         re.search(r"\b(?:sweep|swept|vary|varies|varied|varying|rang(?:e|es|ing))\w*\b.*?\b(?:over|across|among|"
                   r"between|through|in)\s+(.+)$", s, re.I) or \
         re.search(r"\b(?:use|using|try|trying|tries)\s+(.+)$", s, re.I)
@@ -126,11 +133,20 @@ def target_of(sentence: str) -> str:
     return re.sub(r"\s+", " ", s).strip(" ,;")
 
 
+def _with_subject(subject: str, value: str) -> str:
+    """A bare number with the words that say what it counts ('the number of neighbours (from 32)', '8' ->
+    'number of neighbours 8'); the subject's own numbers are dropped."""
+    subject = re.sub(r"\bfrom\s+(?:\S+\s+){0,2}?\S*\d\S*", " ", subject, flags=re.I)
+    subject = re.sub(r"\S*\d\S*", " ", subject)
+    tail = " ".join(subject.split()[-4:]).strip(" ,;:")
+    return f"{tail} {value.strip()}".strip(" ,;.") if tail else value.strip(" ,;.")
+
+
 def free_items(component: Component, targets: list[str], title: str, ctx: Context) -> tuple[list[Item], str]:
     """Values said in free text. A number counts only with the component's unit after it or keyword before it,
     or next to one that has them; a stray number of the text is never taken."""
     first_problem = ""
-    for source, texts in (("text", targets), ("title", [title])):
+    for source, texts in (("text", targets), ("title", [without_id(title)])):
         items = []
         for target in texts:
             if not component.numeric:
@@ -163,6 +179,17 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
     return [], first_problem
 
 
+TITLE_ID = re.compile(r"^\s*(?:(?:ablation|experiment|exp|study|run|test|variant|arm|section|part|item|step|no\.?)\s*"
+                      r"#?\s*[A-Za-z]?\d+[a-z]?\s*(?:[.:)—–|-]+\s*|\s+(?=[A-Za-z]))|(?:#?\d+|[A-Za-z]\d{1,2})"
+                      r"(?:\.\d+)*\s*[.:)—–|-]+\s+)", re.I)
+
+
+def without_id(title: str) -> str:
+    """A title without the identifier it starts with ('Ablation 2 — Fixed mixing', 'A3: Top-k', '4) Reset'): an
+    identifier's number is never a value."""
+    return TITLE_ID.sub("", title, count=1)
+
+
 def _cued(component: Component, text: str) -> bool:
     """Whether a piece of free text is this component's value: a number with its unit or keyword, or words
     that name one of its values."""
@@ -173,7 +200,7 @@ def _cued(component: Component, text: str) -> bool:
         return True  # 'by a factor of 4', '4x smaller' 
     for n in numbers(t):
         after, before = t[n.end:].strip(), t[:n.start]
-        if component.units and re.match(rf"(?:{component.units})\b", after):
+        if component.units and re.match(rf"-?\s*(?:{component.units})\b", after):  # '256 tokens', '256-token'
             return True
         if component.keywords and re.search(component.keywords, before):
             return True

@@ -11,11 +11,13 @@ Each component has
 - what REMOVE and a bare ADD mean, or why they leave something open.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
-from memorizing.ablation.parsers import (NB, Context, Item, Parsed, bias_parse, count, fixed, gate_parse, layers_parse,
-                                         model_parse, open_choice, qk_keys, search_parse, switch, xl_add)
+from memorizing.ablation.parsers import (ABSOLUTE_BIAS, NB, RELATIVE_BIAS, RELATIVE_DESCRIPTION, Context, Item, Parsed,
+                                         bias_parse, count, fixed, gate_parse, layers_parse, model_parse, open_choice,
+                                         qk_keys, search_parse, switch, xl_add)
 
 
 REASONS = ("not-available", "equals-baseline", "ambiguous", "unknown", "invalid")
@@ -55,17 +57,18 @@ COMPONENTS = (
     Component(
         "gate", "gate mixing memory and local attention", ("memory.combine", "memory.gate"),
         ((r"\bgat(?:e|es|ed|ing)\b", 3), (r"joint softmax|(?:single|one|shared) softmax", 3), (r"equal mix", 2),
-         (r"local attention only|memory(?: attention)? only", 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
+         (r"local[- ]attention[- ]only|memory(?:[- ]attention)?[- ]only", 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
          (r"\bfuses?\b|\bfusion\b|\bfusing\b", 1), (r"\bcombin(?:ation|es|ing|ed)\b", 1), (r"interpolat\w*", 1),
          (r"\bsoftmax\b", 1)),
-        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?: attention)? only|memory(?: attention)? only",
+        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?:[- ]attention)?[- ]only|"
+        r"memory(?:[- ]attention)?[- ]only",
         gate_parse, "fixed_gate=X (X in [0, 1]), sigmoid(x), 'joint softmax', 'learned gate'",
         open_choice("REMOVE of the learned gate leaves open what mixes memory and local attention instead: say a "
                     "fixed gate value in [0, 1] (memory.combine = \"fixed\", memory.gate = X) or one joint softmax "
                     "(memory.combine = \"joint\")"),
         fixed({"memory.combine": "gate"}),
-        keywords=r"(?:gate|gating|gating value|constant|fixed(?: at)?|mix(?:ing)?(?: weight)?|value|weight|to|at|"
-                 r"=)\s*$", numeric=True),
+        keywords=r"(?:(?:gate|gating|gating value|constant|fixed(?: at)?|mix(?:ing)?(?: weight)?|value|weight)\s*"
+                 r"(?:of|=|:)?|\bto|\bat|=)\s*$", numeric=True),
     Component(
         "qk_norm", "key/query normalisation", ("memory.qk_norm", "model.qk_norm"),
         ((r"\b(?:qk|q/k|q-k|k/q|key/query|query/key|key-query|query-key)[\s-]*(?:l2[\s-]*)?norm\w*", 3),
@@ -85,7 +88,8 @@ COMPONENTS = (
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
          (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b", 2), (r"\bivf\b|inverted[- ]?file", 2),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
-        r"\bexact|brute|exhaustive|\bapprox|bucket|\bivf\b|inverted|\bfaiss\b|\blists\b|\bprobes?\b|\bflat\b",
+        r"\bexact|brute|exhaustive|\bapprox|bucket(?!\w*\s+(?:\w+\s+)?bias)|\bivf\b|inverted|\bfaiss\b|\blists\b|"
+        r"\bprobes?\b|\bflat\b",
         search_parse, "exact (brute force), bucketed (approximate), ivf with N lists and P probes",
         fixed({"memory.search": "exact"}),
         open_choice("ADD of a kNN search does not say which: exact, bucketed (approximate) or ivf")),
@@ -93,8 +97,12 @@ COMPONENTS = (
         "position_bias", "position bias for memory", ("memory.position_bias",),
         ((r"\bposition(?:al)?[- ](?:bias|information|encoding|embedding|signal)s?", 3),
          (r"\bpositions? (?:of|for) (?:the )?(?:retrieved |stored )?memor(?:y|ies)", 3), (r"memory positions?", 3),
-         (r"relative position", 2), (r"absolute position", 2), (r"\bt5\b", 1)),
-        r"\bt5\b|\brelative\b|\babsolute\b", bias_parse, "t5-relative, learned-absolute, none",
+         (r"relative position", 2), (r"absolute position", 2), (r"\bt5\b", 1),
+         (r"\bbias(?:es)?\b[^.;]{0,60}(?:" + RELATIVE_BIAS + "|" + ABSOLUTE_BIAS + r"|\bpositions?\b)", 3),
+         (RELATIVE_DESCRIPTION + "|" + ABSOLUTE_BIAS, 2)),
+        r"\bt5\b|\brelative\b|\babsolute\b|\bbias(?:es)?\b[^.;]{0,60}(?:" + RELATIVE_BIAS + "|" + ABSOLUTE_BIAS + ")|" +
+        RELATIVE_DESCRIPTION + "|" + ABSOLUTE_BIAS,
+        bias_parse, "t5-relative, learned-absolute, none",
         fixed({"memory.position_bias": "none"}),
         open_choice("ADD of a memory position bias does not say which: t5-relative (T5-style relative distance "
                     "between query and stored key) or learned-absolute (learned bias by the stored key's position)")),
@@ -121,7 +129,7 @@ COMPONENTS = (
          (r"(?:nearest[- ])?neighbou?r count", 3), (r"how many (?:nearest )?" + NB, 3), (r"\bk nearest", 2),
          (NB + r" (?:retrieved|returned)", 3), (r"(?:fewer|more) " + NB, 3), (r"\bneighbou?rs?\b", 1),
          (r"(?:fewer|more) retrieved (?:memories|keys|items)|retrieved (?:memories|keys) per query", 3)),
-        r"\bk\s*(?:=|:|∈)|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
+        r"\bk\s*(?:=|:|∈|\d)|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
                                                                             r"neighbou?r|nearest|retriev|key"),
         "a number of neighbours, e.g. 16",
         open_choice("the number of retrieved neighbours cannot be removed: REPLACE it with a number, or REMOVE the "
@@ -135,7 +143,8 @@ COMPONENTS = (
          (r"position of (?:the )?(?:single )?(?:knn )?memory layer", 3),
          (r"memory layer (?:position|placement|location|index)", 3),
          (r"(?:number of|more|extra|additional|second|two|three|several|multiple) (?:knn )?memory layers?", 3),
-         (r"memory (?:in|at|to|into|from|out of) (?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"(?<!xl )(?<!xl-)(?<!recurrent )(?<!cache )memory (?:in|at|to|into|from|out of) (?:the |every |each |all |"
+          r"an? )?(?:\w+ )?layers?", 3),
          (r"\b(?:put|place|insert)\w*\b[^.;]{0,30}\blayers? \d", 3),
          (r"\b(?:move|moves|moved|moving) (?:the )?(?:\(?single\)? )?(?:knn )?memory", 3),
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?"
@@ -199,6 +208,27 @@ COMPONENTS = (
 )
 
 BY_NAME = {c.name: c for c in COMPONENTS}
+
+# Concepts that two components make up together: local attention sees the segment and the XL cache of the previous
+# one, so 'the attention span' or 'how far back the model can look' names both equally (a section that says only
+# this is refused as ambiguous, naming both).
+SHARED = (
+    (r"\battention (?:span|range|horizon|reach)s?\b|\bspan of (?:the )?attention\b|\breceptive field\b|"
+     r"\blook-?back\b|\bhow far (?:back )?(?:[\w-]+ ){0,3}?(?:can |may |could |is able to )?(?:look|see|attend|reach)"
+     r"\w*|\bhow much (?:past |previous )?context\b|\b(?:visible|effective|available|"
+     r"attended|attendable|usable|accessible) context\b|\bcontext (?:that |which )?(?:the model|it|each token|a "
+     r"token|attention|local attention) (?:sees|can see|has|attends to|can attend to|looks at)\b|\bcontext "
+     r"(?:visible|available|accessible) to\b", ("segment", "xl_cache"), 3,
+     "local attention sees the segment and the cached previous segment"),
+    (r"\bcontext\b", ("segment", "xl_cache"), 1, "local attention sees the segment and the cached previous segment"),
+)
+
+
+def names_component(text: str) -> bool:
+    """Whether `text` names a component by one of its defining or strong phrases ('Segment length', 'Neighbours
+    per query', 'Memory size (entries per head)')."""
+    t = re.sub(r"\s+", " ", text.lower())
+    return any(weight >= 2 and re.search(pattern, t) for c in COMPONENTS for pattern, weight in c.phrases)
 
 
 def listing() -> str:

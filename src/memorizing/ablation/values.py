@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from memorizing.ablation.markup import normalise
+
 # ---- numbers ----------------------------------------------------------------------------------------------------
 NUMBER = re.compile(
     r"(?<![\w.^/-])(?<![A-Za-z]-)"
@@ -68,7 +70,7 @@ def numbers(text: str) -> list[Num]:
 
 def words(text: str) -> str:
     """Lowercased text with markup and separators simplified, for phrase matching."""
-    text = text.lower().replace("’", "'").replace("‘", "'")
+    text = normalise(text).lower()
     text = re.sub(r"[*`\"“”]", "", text)
     text = re.sub(r"(?<=[a-z])_(?=[a-z])", " ", text)
     return re.sub(r"\s+", " ", text)
@@ -96,9 +98,11 @@ BASELINE_SENTENCE = re.compile(
     r"the paper uses|the paper has|usually|in the baseline)\b|"
     r"\bthe paper (?:uses|has|retrieves|places|puts)\b|\bis a fifo\b|\bdefault is\b")
 REFERENCE = re.compile(
-    r"\b(?:instead of|rather than|in place of|replacing|compared (?:to|with)|unlike)\b[^,;()]*|"
+    r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
+    r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
-    r"\bvs\.?\s+(?:the\s+)?(?:baseline|paper|current|default)\b[^,;()]*|"
+    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*\b(?:in|of|from|for) the "
+    r"(?:baseline|paper)\b)[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
     r"\((?:[^()]*\b(?:baseline|currently|current|paper|default|originally|today)\b[^()]*)\)|"
     r"\b(?:baseline|paper|current|default)\s*[:=]\s*[^,;()]*")
@@ -181,10 +185,22 @@ class Item:
     text: str
 
 
+# In a value list, what a value is compared with names the baseline, not a second variant: "8 instead of the
+# paper's 32", "exact rather than bucketed", "layer 12 vs. the default layer 9", "from 512 to 256 tokens".
+VALUE_REFERENCE = re.compile(
+    r"\s*\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
+    r"unlike|(?:down|up|reduced|increased|lowered|raised|changed|moved|cut|shrunk|grown|halved|doubled) from\b"
+    r"(?![^,;()]*\bto\b))[^,;()]*|"
+    r"\s*\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*(?:\(\s*(?:the\s+)?"
+    r"(?:baseline|paper|current|default|original)\s*\)|\b(?:in|of|from|for) the (?:baseline|paper)\b))[^,;]*", re.I)
+FROM_TO = re.compile(r"\bfrom\s+(?:(?!to\b)\S+\s+){1,3}?(?:up\s+|down\s+)?to\s+(?=\S)", re.I)
+
+
 def split_values(text: str) -> list[Item]:
-    """A value list as written -> one item per variant, units and prefixes shared, '(baseline)' marks dropped
-    (whether a value is the baseline's is decided on the config it gives)."""
-    text = text.strip().strip("*").strip()
+    """A value list as written -> one item per variant, units and prefixes shared, '(baseline)' marks and what a
+    value is compared with dropped (whether a value is the baseline's is decided on the config it gives)."""
+    text = VALUE_REFERENCE.sub(" ", text.strip().strip("*").strip())
+    text = re.sub(r"\s+([,;])", r"\1", text).strip()
     text = re.sub(r"(?<!\d)\.\s*$", "", text).strip()
     arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", text)
     text = arrow[-1]  # '64K → 16K': the new value
@@ -199,6 +215,7 @@ def split_values(text: str) -> list[Item]:
     ranged = _expand_range(text)
     if ranged is not None:
         return [Item(t) for t in ranged]
+    text = FROM_TO.sub("", text)  # 'from 512 to 256 tokens': the new value
     pieces = _split_top(text)
     pieces = _merge_parameters(pieces)
     pieces = _share_units(pieces)
@@ -317,11 +334,16 @@ def _layer_list(before: str, after: str) -> bool:
     return bool(re.search(r"\blayers\s+\d+(?:\s*,\s*\d+)*\s*$", before, re.I) and re.match(r"\s*\d", after))
 
 
+# 'a learned scalar per head, keyed on where the key was written': a clause that qualifies the value before it
+MODIFIER = re.compile(r"^\s*(?:\w+ed|\w+ing)\s+(?:on|by|from|with|over|across|in|at|for|per|to)\b(?!.*\d)", re.I)
+
+
 def _merge_parameters(pieces: list[str]) -> list[str]:
-    """'IVF with 256 lists', '8 probes' -> one item; 'sigmoid(0)', 'i.e. an equal mix' -> one item."""
+    """'IVF with 256 lists', '8 probes' -> one item; 'sigmoid(0)', 'i.e. an equal mix' -> one item; 'a learned
+    scalar', 'keyed on the stored key's position' -> one item."""
     out = []
     for p in pieces:
-        if out and (PARAMETER_ONLY.match(p) or EXPLANATION.match(p)):
+        if out and (PARAMETER_ONLY.match(p) or EXPLANATION.match(p) or MODIFIER.match(p)):
             out[-1] = f"{out[-1]}, {p}"
         else:
             out.append(p)
