@@ -31,7 +31,8 @@ def test_segment_longer_than_memory_keeps_its_newest_tokens():
 def test_lanes_evict_independently_after_a_reset():
     memory = KNNMemory(lanes=2, heads=1, size=6, head_dim=2)
     for step in range(2):
-        memory.write(torch.randn(2, 1, 4, 2), torch.randn(2, 1, 4, 2), torch.arange(4 * step, 4 * step + 4).expand(2, 4))
+        positions = torch.arange(4 * step, 4 * step + 4).expand(2, 4)
+        memory.write(torch.randn(2, 1, 4, 2), torch.randn(2, 1, 4, 2), positions)
     memory.reset(torch.tensor([True, False]))
     assert memory.fill().tolist() == [0, 6]
     assert memory.keys[0].abs().sum() == 0

@@ -27,11 +27,11 @@ def make_model(**sets):
     return model
 
 
-@pytest.mark.parametrize("combine", ["gate", "joint"])
+@pytest.mark.parametrize("combine, smear", [("gate", False), ("joint", False), ("gate", True)])
 @pytest.mark.parametrize("t", [5, 40, 75])  # inside the first segment, and in later ones
-def test_causality_within_segment_and_through_cache_and_memory(combine, t):
+def test_causality_within_segment_and_through_cache_and_memory(combine, smear, t):
     # memory 256 entries, XL cache 32: positions >= 64 only see position t through the memory.
-    model = make_model(memory__combine=combine)
+    model = make_model(memory__combine=combine, model__key_smear=smear)
     tokens = torch.randint(0, 256, (LANES, 6 * SEGMENT))
     changed = tokens.clone()
     changed[:, t] = (changed[:, t] + 1) % 256
@@ -56,8 +56,9 @@ def test_far_positions_see_nothing_without_memory():
     assert torch.equal(a[:, 3 * SEGMENT:], b[:, 3 * SEGMENT:])
 
 
-def test_lane_isolation():
-    model = make_model()
+@pytest.mark.parametrize("smear", [False, True])
+def test_lane_isolation(smear):
+    model = make_model(model__key_smear=smear)
     tokens = torch.randint(0, 256, (LANES, 5 * SEGMENT))
     changed = tokens.clone()
     changed[1] = torch.randint(0, 256, (5 * SEGMENT,))
@@ -69,8 +70,9 @@ def test_lane_isolation():
     assert not torch.equal(a[1], b[1])
 
 
-def test_reset_equals_fresh_state_and_touches_only_its_lane():
-    model = make_model(memory__position_bias="t5-relative")
+@pytest.mark.parametrize("smear", [False, True])
+def test_reset_equals_fresh_state_and_touches_only_its_lane(smear):
+    model = make_model(memory__position_bias="t5-relative", model__key_smear=smear)
     history = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     segment = torch.randint(0, 256, (LANES, SEGMENT))
     with torch.no_grad():
@@ -87,6 +89,30 @@ def test_reset_equals_fresh_state_and_touches_only_its_lane():
     assert torch.equal(logits[0], fresh[0])
     assert not torch.allclose(logits[1], fresh[1])  # lane 1 kept its history
     assert torch.allclose(logits[1:], continued[1:, -SEGMENT:], atol=1e-5)
+
+
+def test_smeared_keys_mix_in_the_previous_token_across_segment_boundaries():
+    """The keys the memory stores do not depend on where segments end: the first key of a segment mixes in the
+    last token of the segment before, as a key in the middle does. (One layer: its keys depend on the tokens
+    alone, not on how much context the layers below saw.)"""
+    model = make_model(model__key_smear=True, model__depth=1)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    stored = []
+    with torch.no_grad():
+        for length in (SEGMENT, SEGMENT // 4):
+            state = model.init_state(LANES)
+            for s in range(0, tokens.shape[1], length):
+                _, state = model(tokens[:, s:s + length], state)
+            stored.append(state.memories()[0].tensors()["keys"])
+        unsmeared = make_model(model__key_smear=True, model__depth=1)
+        unsmeared.load_state_dict(model.state_dict())
+        for block in unsmeared.blocks:
+            block.attn.smear.fill_(-30.0)  # weight of the previous key ~ 0
+        state = unsmeared.init_state(LANES)
+        for s in range(0, tokens.shape[1], SEGMENT):
+            _, state = unsmeared(tokens[:, s:s + SEGMENT], state)
+    assert torch.allclose(stored[0], stored[1], atol=1e-5)
+    assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
 
 
 def test_reset_flag_in_forward_matches_fresh_state():
@@ -242,7 +268,8 @@ def test_joint_combine_is_one_softmax_over_memory_and_local():
         # reference: top-k memory logits and local logits in one softmax
         scores = (q @ memory.keys.transpose(-1, -2)).masked_fill(~memory.valid[:, None, None], -torch.inf)
         top, index = scores.topk(8, -1)
-        values = memory.values[:, :, None].expand(-1, -1, 4, -1, -1).gather(3, index[..., None].expand(-1, -1, -1, -1, 32))
+        index_dims = index[..., None].expand(-1, -1, -1, -1, 32)
+        values = memory.values[:, :, None].expand(-1, -1, 4, -1, -1).gather(3, index_dims)
         weights = torch.softmax(torch.cat([top, local_logits], -1), -1)
         reference = (weights[..., :8, None] * values).sum(-2) + weights[..., 8:] @ local_values
     assert torch.allclose(out, reference, atol=1e-5)

@@ -1,6 +1,9 @@
 """Training, resume, evaluation, generation and the command line."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -198,3 +201,14 @@ def test_a_time_budget_stops_the_run_and_is_recorded(corpus, tmp_path):
     assert train(config, tmp_path, resume=True, progress=False, log=lambda *_: None)["steps"] == summary["steps"]
     again = load_file(str(tmp_path / "model.safetensors"))
     assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_progress_is_plain_lines_when_stderr_is_a_file(tmp_path, corpus):
+    """Redirected output gets a few readable lines, not a bar's carriage returns."""
+    log = tmp_path / "log"
+    with log.open("w") as f:
+        subprocess.run([sys.executable, "-m", "memorizing", "train", "--preset", "tiny", "--corpus", corpus,
+                        "--set", "train.steps=5", "--set", "data.eval_tokens=0", "--out", str(tmp_path / "run")],
+                       stdout=f, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    text = log.read_text()
+    assert "\r" not in text and "train: 5/5 steps" in text

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from memorizing.errors import UserError, TrainingDiverged
+from memorizing.errors import TrainingDiverged, UserError
 
 CORPUS_HELP = "python-stdlib (default), text:PATH, recall, pg19, enwik8 or arxiv"
 
@@ -95,11 +95,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from tqdm import tqdm
-
     from memorizing.evaluate import evaluate_run
     from memorizing.files import atomic_write
-    with tqdm(disable=args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
+    from memorizing.progress import progress
+    with progress(not args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
         result = evaluate_run(args.dir, args.split, args.corpus, args.sets, progress=bar)
     atomic_write(Path(args.dir) / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token over "

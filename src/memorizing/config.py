@@ -42,6 +42,12 @@ class ModelConfig:
     # Position-bias tables (local and memory) are stored in units of 1 / bias_scale, so that under Adam they learn
     # bias_scale times faster than the weights (position.py); 1 = plain units.
     bias_scale: float = 64.0
+    # Smeared keys (Olsson et al. 2022, "In-context learning and induction heads"): each key is mixed, with a
+    # learned per-head weight, with the key of the token before it. A lookup by content ("what followed this name
+    # before?") needs keys that carry the previous token; without the smear, lower layers must first learn to
+    # move it there, which small models on a CPU budget do not (README: "Why memory did not retrieve").
+    # Off in the paper's preset; memory stores the smeared keys.
+    key_smear: bool = False
 
 
 @dataclass
@@ -163,7 +169,8 @@ class Config:
             if value < 1:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be a positive integer.")
         if d.order_seed < -1:
-            raise ConfigError(f"data.order_seed = {d.order_seed} is invalid: use -1 (follow train.seed) or a seed >= 0.")
+            raise ConfigError(f"data.order_seed = {d.order_seed} is invalid: use -1 (follow train.seed) or a seed "
+                              ">= 0.")
         for key, value in [("model.xl_cache", m.xl_cache), ("memory.ivf_lists", mem.ivf_lists),
                            ("memory.ivf_probe", mem.ivf_probe),
                            ("data.min_document", d.min_document),

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from memorizing.data.corpora import Document
-from memorizing.errors import UserError
 from memorizing.data.lanes import LaneStream
+from memorizing.errors import UserError
 from memorizing.memory.search import recall_counts
 
 # Position-in-document edges (bytes): the curve on which memory should pay off. The last bucket ends where the
@@ -94,7 +94,8 @@ class _RecallSpans:
             self.layer.record = True
         self.correct = {i: np.zeros(len(d.data), dtype=bool) for i, d in enumerate(documents) if d.spans}
         # target byte -> where the same byte stood before, per document with spans
-        self.sources = {i: {s.start + o: [src + o for src in s.sources] for s in d.spans for o in range(s.end - s.start)}
+        self.sources = {i: {s.start + o: [src + o for src in s.sources]
+                            for s in d.spans for o in range(s.end - s.start)}
                         for i, d in enumerate(documents) if d.spans}
         self.found, self.weight, self.queries = 0, 0.0, 0
         self.spans = [d.spans for d in documents]
@@ -126,7 +127,8 @@ class _RecallSpans:
         spans = [bool(self.correct[i][s.start:s.end].all()) for i in self.correct for s in self.spans[i]]
         out = {"recall_exact_match": sum(spans) / len(spans)} if spans else {}
         if self.queries:
-            out |= {"recall_source_found": self.found / self.queries, "recall_source_weight": self.weight / self.queries}
+            out |= {"recall_source_found": self.found / self.queries,
+                    "recall_source_weight": self.weight / self.queries}
         return out
 
 
@@ -203,7 +205,7 @@ def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrid
         raise UserError(f"{d.corpus}: no {split} document is at least data.eval_min_length = {d.eval_min_length} "
                         f"bytes long: lower data.eval_min_length.")
     update = None
-    if progress is not None:  # a tqdm bar
+    if progress is not None:  # a memorizing.progress reporter
         progress.total, update = sum(len(doc.data) - 1 for doc in documents), progress.update
     searched = measure_recall and bool(model.memory_layers) and config.memory.search != "exact"
     result = evaluate(model, documents, d.lanes, d.segment, measure_recall=searched, progress=update,

@@ -15,7 +15,8 @@ def estimate_bytes(config: Config) -> dict[str, int]:
     tokens = d.lanes * d.segment
     context = d.segment + m.xl_cache
     # saved activations per block: projections, FFN hidden, attention probabilities
-    activations = m.depth * tokens * (6 * m.dim + 3 * inner + 2 * m.ffn_mult * m.dim) + m.depth * d.lanes * m.heads * d.segment * context
+    activations = (m.depth * tokens * (6 * m.dim + 3 * inner + 2 * m.ffn_mult * m.dim)
+                   + m.depth * d.lanes * m.heads * d.segment * context)
     layers = len(config.memory_layers())
     knn_memory = layers * d.lanes * (m.heads * mem.size * m.head_dim * 2 * 4 + mem.size * 8)
     # per memory layer: the score matrix of the search (bounded by chunking) and the retrieved keys and values

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
-from tqdm import tqdm
 
 from memorizing.config import Config
 from memorizing.data.corpora import CorpusError, load_corpus, split_documents
@@ -32,6 +31,7 @@ from memorizing.evaluate import evaluate, held_out
 from memorizing.files import atomic_write
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
 from memorizing.model.warm_start import load_weights_from, trainable
+from memorizing.progress import progress as progress_reporter
 from memorizing.resources import check_fits
 
 CHECKPOINT, METRICS, SUMMARY = "checkpoint", "metrics.jsonl", "train.json"
@@ -221,7 +221,7 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
         f"{[i + 1 for i in model.memory_layers] or 'none'}; {len(documents)} training documents"
         f"{f'; {ranks.world} processes' if ranks.world > 1 else ''}")
     tokens_per_step = config.data.lanes * config.data.segment
-    bar = tqdm(total=t.steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = progress_reporter(progress, total=t.steps, initial=start, unit="steps", desc="train")
     metrics = open(out / METRICS, "a") if ranks.main else None
     # A run whose time budget (train.time_budget) ran out has ended, at the step its checkpoint records.
     for step in range(start, stats.get("budget_step", t.steps)):

@@ -40,7 +40,8 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
         same = first_name.setdefault(v["key"], v["name"])
         row = {"name": v["name"], "ablation": v["ablation"], "replacement": v["replacement"],
                "config_changes": v["config_changes"], "description": v.get("description"),
-               "equals_baseline": v.get("equals_baseline", False), "same_config_as": None if same == v["name"] else same,
+               "equals_baseline": v.get("equals_baseline", False),
+               "same_config_as": None if same == v["name"] else same,
                "seeds": [r["seed"] for r in runs], "ppl": [r["ppl"] for r in runs],
                "failed_seeds": [{"seed": r["seed"], "error": r.get("error")} for r in failed]}
         if runs:
@@ -149,12 +150,17 @@ def _memory_effect(report: dict) -> dict | None:
         return None
     spread = statistics.stdev(base["ppl"])
     effect = none["delta_vs_baseline"]["mean"]
-    return {"baseline_seed_sd": spread, "effect": effect, "spread_over_effect": spread / abs(effect) if effect else None}
+    return {"baseline_seed_sd": spread, "effect": effect,
+            "spread_over_effect": spread / abs(effect) if effect else None}
 
 
 # ---- report.md -----------------------------------------------------------------------------------------------
 def _fmt_ci(mean, ci, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _mean_ci(d: dict) -> tuple[float, list[float]]:
+    return d["mean"], d["ci95"]
 
 
 def _delta(d: dict | None) -> str:
@@ -250,7 +256,7 @@ def _conclusions(report: dict) -> list[str]:
                      f"baseline, resolved at 95% after the Holm adjustment (p {d['p_holm']:.3g}).")
     if unresolved:
         lines.append(f"- Not resolved at this size ({len(report['seeds'])} seeds): "
-                     + "; ".join(f"{v['name']} ({_fmt_ci(v['delta_vs_baseline']['mean'], v['delta_vs_baseline']['ci95'])})"
+                     + "; ".join(f"{v['name']} ({_fmt_ci(*_mean_ci(v['delta_vs_baseline']))})"
                                  for v in unresolved)
                      + ". Their intervals bound the effect; they do not show it is zero.")
     effect = report.get("memory_effect")

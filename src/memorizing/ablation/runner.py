@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from memorizing.ablation.configs import apply_changes
 from memorizing.ablation.mapping import Resolution, Variant, resolve
@@ -27,7 +26,7 @@ from memorizing.ablation.study_folder import RESOLVED, RUNS, STUDY, TRUNK, appen
 from memorizing.config import Config, build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
-
+from memorizing.progress import progress
 
 
 def config_key(config: Config) -> str:
@@ -299,8 +298,8 @@ def run_study(args) -> int:
           f"{len(study['seeds'])} seeds = {len(runs)} runs{start}; this shard {len(mine)}, {len(mine) - len(todo)} "
           f"done, {len(todo)} to run")
     quiet = args.quiet
-    with tqdm(total=len(trunks) + len(mine), initial=len(trunks) - len(trunks_todo) + len(mine) - len(todo),
-              unit="run", desc="study", disable=quiet, position=0) as bar:
+    with progress(not quiet, total=len(trunks) + len(mine), unit="runs", desc="study", position=0,
+                  initial=len(trunks) - len(trunks_todo) + len(mine) - len(todo)) as bar:
         def finished(record):
             append_ledger(folder, record)
             bar.update(1)

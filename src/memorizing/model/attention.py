@@ -40,6 +40,8 @@ class Attention(nn.Module):
         self.relative_bias = RelativePositionBias(m.heads, m.bias_buckets, m.bias_max_distance, m.bias_scale)
         self.memory = MemoryAttention(config) if has_memory else None
         self.qk_norm = config.qk_norm(layer)
+        # per-head weight of the previous token's key, sigmoid(0) = 0.5 at the start
+        self.smear = nn.Parameter(torch.zeros(m.heads)) if m.key_smear else None
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
 
@@ -47,6 +49,11 @@ class Attention(nn.Module):
         """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
         lanes, length, _ = x.shape
         q, k, v = self.qkv(x).view(lanes, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, L, D]
+        last_key = k[:, :, -1]  # [B, H, D], before the smear: the next segment's first key mixes it in
+        if self.smear is not None:
+            previous = torch.cat([layer_state.last_key[:, :, None], k[:, :, :-1]], dim=2)  # [B, H, L, D]
+            weight = torch.sigmoid(self.smear)[:, None, None]  # [H, 1, 1]
+            k = (1 - weight) * k + weight * previous
         if self.qk_norm:
             q = F.normalize(q, dim=-1) * self.log_scale.exp()[:, None, None]
             k = F.normalize(k, dim=-1)
@@ -66,5 +73,5 @@ class Attention(nn.Module):
         out = local if self.memory is None else self.memory(q, layer_state.memory, query_pos, local, local_lse)
 
         if commit:  # written after the segment has attended, so no token retrieves itself
-            layer_state.commit(k, v, query_pos)
+            layer_state.commit(k, v, query_pos, last_key)
         return self.proj(out.transpose(1, 2).reshape(lanes, length, self.heads * self.head_dim))

@@ -74,7 +74,8 @@ class MemoryAttention(nn.Module):
                            rows).view(lanes, heads, length, head_dim)  # [B, H, L, D]
         lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
         if self.record:
-            self.retrieved = (key_pos.masked_fill(scores == float("-inf"), -1), (weights / total.clamp(min=1e-30)).detach())
+            found = key_pos.masked_fill(scores == float("-inf"), -1)
+            self.retrieved = (found, (weights / total.clamp(min=1e-30)).detach())
         return out, lse
 
     def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:

@@ -23,18 +23,23 @@ from memorizing.model.attention import Attention
 
 
 class LayerState:
-    """One layer's recurrent state for B lanes: the XL cache (last C keys/values) and, if any, the kNN memory."""
+    """One layer's recurrent state for B lanes: the XL cache (last C keys/values), the last token's key before
+    smearing (model.key_smear), and, if any, the kNN memory."""
 
     def __init__(self, lanes, heads, head_dim, cache_size, memory_size, buckets, ivf, device, dtype):
         self.cache_size = cache_size
         self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
                       torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
                       torch.zeros(lanes, cache_size, device=device, dtype=torch.bool))  # [B, C] valid
+        self.last_key = torch.zeros(lanes, heads, head_dim, device=device, dtype=dtype)  # [B, H, D]; 0: none yet
         self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype, ivf) if memory_size
                        else None)
 
-    def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
-        """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L]."""
+    def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+               last_key: torch.Tensor) -> None:
+        """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L], and its last
+        token's key before smearing [B, H, D]."""
+        self.last_key = last_key.detach()
         if self.cache_size:
             cache_k, cache_v, valid = self.cache
             now_valid = torch.ones_like(positions, dtype=torch.bool)
@@ -51,6 +56,7 @@ class LayerState:
     def reset(self, lanes: torch.Tensor, memory: bool = True) -> None:
         """Clear the XL cache of the lanes where `lanes` [B] is True, and their kNN memory if `memory`."""
         self.cache = tuple(t.masked_fill(lanes.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
+        self.last_key = self.last_key.masked_fill(lanes.view(-1, 1, 1), 0)
         if self.memory is not None and memory:
             self.memory.reset(lanes)
 
@@ -81,6 +87,7 @@ class State:
         for i, layer in enumerate(self.layers):
             for name, t in zip(("cache_keys", "cache_values", "cache_valid"), layer.cache):
                 out[f"layer{i}.{name}"] = t
+            out[f"layer{i}.last_key"] = layer.last_key
             if layer.memory is not None:
                 out.update({f"layer{i}.memory.{k}": t for k, t in layer.memory.tensors().items()})
         return {k: v.contiguous() for k, v in out.items()}
@@ -90,6 +97,7 @@ class State:
         for i, layer in enumerate(self.layers):
             layer.cache = tuple(tensors[f"layer{i}.{n}"].clone()
                                 for n in ("cache_keys", "cache_values", "cache_valid"))
+            layer.last_key = tensors[f"layer{i}.last_key"].clone()
             if layer.memory is not None:
                 prefix = f"layer{i}.memory."
                 layer.memory.load_tensors({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
