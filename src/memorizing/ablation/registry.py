@@ -164,7 +164,7 @@ COMPONENTS = (
          (r"memory length", 2)),
         None, count("model.xl_cache", "XL cache length", r"token", zero=True, off_means_zero=True),
         "a number of tokens (0 = off)", fixed({"model.xl_cache": 0}), xl_add,
-        units=r"tokens?", keywords=r"(?:cache|xl|length)\s*(?:of|=|to|:)?\s*$", numeric=True),
+        units=r"tokens?", keywords=r"(?:cache|xl|length)\s*(?:of|=|to|at|:)?\s*$", numeric=True),
     Component(
         "segment", "segment length (local context)", ("data.segment",),
         ((r"segment (?:length|size)", 3), (r"context (?:window|length|size)", 3), (r"local context", 3),
@@ -175,7 +175,7 @@ COMPONENTS = (
         None, count("data.segment", "segment length", r"token"), "a number of tokens, e.g. 512",
         open_choice("the segment cannot be removed: REPLACE it with a number of tokens"),
         open_choice("ADD to the segment does not say how long: REPLACE it with a number of tokens"),
-        units=r"tokens?", keywords=r"(?:length|segment|segments|window|chunks?|context)\s*(?:of|=|to|:)?\s*$",
+        units=r"tokens?", keywords=r"(?:length|segment|segments|window|chunks?|context)\s*(?:of|=|to|at|:)?\s*$",
         numeric=True),
     Component(
         "reset", "memory reset at document boundaries", ("memory.reset",),
