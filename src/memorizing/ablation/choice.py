@@ -210,6 +210,9 @@ def _unknown_message(section: Section) -> str:
         hint = " The training corpus is chosen with --corpus, not in a plan."
     elif re.search(r"tokeni[sz]er|vocab\w*|\bbpe\b|sentencepiece", text):
         hint = " The model reads bytes (model.vocab_size = 256); there is no tokenizer to change."
+    asked = " ".join((section.change or "; ".join(section.values) or section.prose).split())
+    if asked:  # the plan's own words for what it wants, so the reader sees what was not understood
+        hint = f" The section asks for {asked[:100] + ('...' if len(asked) > 100 else '')!r}.{hint}"
     return (f"part {section.part or section.title!r} matches no component the lab can ablate.{hint} Known "
             f"components: {listing()}. Name one of them, or give config keys as section.key=value.")
 

@@ -610,6 +610,9 @@ VALUE_COLUMN = re.compile(r"^(?:new|proposed|ablated|ablation value|after|target
 
 def _column(header: str, first: bool) -> Column:
     name = re.sub(r"\([^()]*\)|\[[^\[\]]*\]", " ", header).strip(" *_:")
+    named = field_role(name, exact=True)
+    if named and len(name.split()) > 1:  # a field's whole name ('Ablated part') before its first word ('Ablated')
+        return Column(named, header)
     if not first and BASELINE_COLUMN.match(name):
         return Column("notes", header)
     if not first and VALUE_COLUMN.match(name):

@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from memorizing.ablation.choice import choose_component, conjoined, cued_any, memory_layers, named_by
+from memorizing.ablation.combined import combined_changes
 from memorizing.ablation.configs import MappingError, apply_changes, describe, differences
 from memorizing.ablation.layout import Section
 from memorizing.ablation.missing import find_missing
@@ -141,6 +142,12 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
     items = _without_restated(items, ctx)
+    combined = None if items else combined_changes(section, ctx)
+    if combined:  # 'exact kNN search together with top-k = 128': one run that sets both
+        said, changes = combined
+        r.action, r.evidence = "REPLACE", [f"{said!r} sets two components in one run"]
+        r.variants = [Variant(said, section.title, said, changes)]
+        return _finish(r, baseline)
     # values vote for the component; what free text says is only a value where the section sets something
     vote_items = items or ([Item(t) for t in targets if cued_any(t, memory_layers(baseline))]
                            if action != "REMOVE" else [])

@@ -263,10 +263,15 @@ SEARCH_KINDS = (
     ("bucketed", r"\bapprox\w*|\bbucket\w*|\btpu\b"),
 )
 
+# '16 lists probed per query', '8 cells searched': lists that are probed, not the index's lists
+PROBED = r"\s+(?:probed|searched|visited|scanned|per query|per search)\b"
+
 SEARCH_PARAMS = (
-    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b|"
+    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b"
+                                r"(?!" + PROBED + r")|"
                                 r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
-    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
+    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
+                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
                                 r"(\d+)"),
     ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
 )

@@ -177,7 +177,8 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
     """The values of one sentence (or title) for `component`, or the problem with its first numeric value."""
     if not component.numeric:
         pieces = [p for p in split_values(target) if component.parse(p, ctx).changes is not None]
-        if len(pieces) > 1:
+        settings = {repr(sorted(component.parse(p, ctx).changes.items())) for p in pieces}
+        if len(settings) > 1:  # 'exact or bucketed'; not 'a bucketed relative bias, as in T5' (one setting)
             return pieces
         whole = Item(target)
         return [whole] if component.parse(whole, ctx).changes is not None else pieces

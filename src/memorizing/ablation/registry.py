@@ -44,6 +44,9 @@ class Component:
     keywords: str = ""  # words right before a number that make it this component's value (free text)
     numeric: bool = False  # values are numbers (free text is searched for numbers with units or keywords)
 
+# T5's relative position bias is bucketed too: 'a T5 bucketed relative-distance bias' names no search.
+NOT_A_BIAS = r"(?![^.;,]{0,40}\bbias)"
+
 COMPONENTS = (
     Component(
         "memory", "kNN memory branch", ("memory.enabled",),
@@ -86,9 +89,9 @@ COMPONENTS = (
                                      r"nearest[- ]neighbou?rs?|retrieval)", 3),
          (r"search (?:method|algorithm|backend|back-end|mechanism|routine|index|strategy|procedure)", 3),
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
-         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b", 2), (r"\bivf\b|inverted[- ]?file", 2),
+         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2), (r"\bivf\b|inverted[- ]?file", 2),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
-        r"\bexact|brute|exhaustive|\bapprox|bucket(?!\w*\s+(?:\w+\s+)?bias)|\bivf\b|inverted|\bfaiss\b|\blists\b|"
+        r"\bexact|brute|exhaustive|\bapprox|bucket\w*" + NOT_A_BIAS + r"|\bivf\b|inverted|\bfaiss\b|\blists\b|"
         r"\bprobes?\b|\bflat\b",
         search_parse, "exact (brute force), bucketed (approximate), ivf with N lists and P probes",
         fixed({"memory.search": "exact"}),
