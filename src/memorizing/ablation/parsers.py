@@ -130,7 +130,8 @@ def qk_keys(ctx: Context) -> tuple[str, ...]:
     if re.search(r"\b(?:everywhere|all (?:the )?(?:attention )?layers|every layer|each layer|in all\b|whole "
                  r"(?:model|network)|globally)", s):
         return ("memory.qk_norm", "model.qk_norm")
-    if re.search(r"\bnon-?memory (?:attention )?layers?|\bother layers?\b|outside (?:the )?memory|except (?:in )?the memory "
+    if re.search(r"\bnon-?memory (?:attention )?layers?|\bother layers?\b|outside (?:the )?memory|"
+                 r"except (?:in )?the memory "
                  r"layer|(?:local|regular|standard|dense|ordinary|remaining|plain|vanilla|normal) (?:attention )?"
                  r"layers|all layers but|apart from the memory|(?:layers|blocks) without (?:the )?memory", s):
         return ("model.qk_norm",)
@@ -270,7 +271,8 @@ SEARCH_PARAMS = (
     ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b"
                                 r"(?!" + PROBED + r")|"
                                 r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
-    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
+    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|"
+                                r"(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
                                 r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
                                 r"(\d+)"),
     ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),

@@ -89,7 +89,8 @@ COMPONENTS = (
                                      r"nearest[- ]neighbou?rs?|retrieval)", 3),
          (r"search (?:method|algorithm|backend|back-end|mechanism|routine|index|strategy|procedure)", 3),
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
-         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2), (r"\bivf\b|inverted[- ]?file", 2),
+         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2),
+         (r"\bivf\b|inverted[- ]?file", 2),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
         r"\bexact|brute|exhaustive|\bapprox|bucket\w*" + NOT_A_BIAS + r"|\bivf\b|inverted|\bfaiss\b|\blists\b|"
         r"\bprobes?\b|\bflat\b",
@@ -153,7 +154,7 @@ COMPONENTS = (
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?"
           r"(?:single\s+)?"
           r"(?:knn\s+)?|non-)?memory[- ]layer\b", 1), (r"\blayers?\b", 0.5)),
-        r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball layers\b|ℓ|\blayer\b", layers_parse,
+        r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball (?:\d+ )?layers\b|ℓ|\blayer\b", layers_parse,
         "layer numbers (1-based), 'last', 'every layer'",
         open_choice("the memory layers cannot be removed: REMOVE the kNN memory, or REPLACE the layers with others"),
         open_choice("ADD of a memory layer does not say which layer: name it (e.g. 'layer 3')"),
@@ -203,7 +204,7 @@ COMPONENTS = (
           r"(?:the\s+)?(?:ffn|feed[- ]?forward|mlp)))", 3),
          (r"number of (?:transformer )?layers", 3), (r"(?:bigger|larger|smaller|deeper) (?:model|network|net)\b", 3),
          (r"\bheads\b", 1)),
-        r"(?<![\w.])\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
+        r"(?<![\w.])(?<!\ball )\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
         "'24 layers', '16 heads of 64', 'width 2048'",
         open_choice("the model cannot be removed"),
         open_choice("ADD to the model does not say what: REPLACE its depth, width or heads with values"),
