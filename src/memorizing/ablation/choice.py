@@ -141,6 +141,12 @@ def cued_any(text: str, placement: frozenset = frozenset()) -> bool:
 def choose_component(section: Section, items: list[Item], ctx: Context) -> tuple[Component | None, list[str],
                                                                                      Refusal | None]:
     placement = memory_layers(ctx.baseline)
+    choice = alternatives(section)
+    if choice:  # 'either the segment or the XL cache, whichever is simpler': the plan leaves the choice open
+        said, pair = choice
+        values = ", ".join(repr(i.text) for i in items)
+        return None, [], _ambiguous_components(section, [c.name for c in pair], (
+            f"it leaves the choice between them open ({said!r}){' for ' + values if values else ''}"))
     votes = cue_votes(items, placement)
     hits = phrase_hits(section, placement)
     scores: dict[str, float] = {}
@@ -204,6 +210,9 @@ def _unknown_message(section: Section) -> str:
         hint = " The training corpus is chosen with --corpus, not in a plan."
     elif re.search(r"tokeni[sz]er|vocab\w*|\bbpe\b|sentencepiece", text):
         hint = " The model reads bytes (model.vocab_size = 256); there is no tokenizer to change."
+    asked = " ".join((section.change or "; ".join(section.values) or section.prose).split())
+    if asked:  # the plan's own words for what it wants, so the reader sees what was not understood
+        hint = f" The section asks for {asked[:100] + ('...' if len(asked) > 100 else '')!r}.{hint}"
     return (f"part {section.part or section.title!r} matches no component the lab can ablate.{hint} Known "
             f"components: {listing()}. Name one of them, or give config keys as section.key=value.")
 
@@ -230,3 +239,21 @@ def _strongest(fragment: str) -> Component | None:
     best = max(scores.values(), default=0)
     top = [n for n, v in scores.items() if v == best]
     return BY_NAME[top[0]] if best >= 1 and len(top) == 1 else None
+
+
+ALTERNATIVES = re.compile(
+    r"\beither\s+(?P<x>[^,;.()]{2,40}?)\s+or\s+(?P<y>[^,;.()]{2,40}?)(?=$|[,;.()]|\s+(?:whichever|depending|to|so|in|"
+    r"for|at)\b)|"
+    r"(?P<x2>[^,;.()]{2,40}?)\s+or\s+(?P<y2>[^,;.()]{2,40}?),?\s+(?:whichever|whatever|depending on|at (?:your|the "
+    r"implementer's) (?:choice|discretion)|(?:your|our) (?:choice|call)|as (?:you|convenient))\b")
+
+
+def alternatives(section: Section) -> tuple[str, list[Component]] | None:
+    """'either the segment or the XL cache, whichever is simpler': the two components a section offers as
+    alternatives (the words that say so, and the components), or None."""
+    for source in (section.title, section.part, section.change, section.prose):
+        for m in ALTERNATIVES.finditer(words(blank_kept(source or ""))):
+            named = [_strongest(m["x"] or m["x2"]), _strongest(m["y"] or m["y2"])]
+            if all(named) and named[0] is not named[1]:
+                return m.group(0).strip(), named
+    return None

@@ -42,11 +42,21 @@ HEAD_WORDS = {"component": "part", "part": "part", "module": "part", "target": "
               "expected": "notes", "motivation": "notes"}
 
 
-def field_role(name: str, exact: bool = False) -> str | None:
+# 'Runs' lists what is run ('Runs: memory.size=131072, memory.size=262144', 'Two runs: gate 0.25 and 0.75'), unless
+# it counts runs ('Runs: 3 seeds', 'Runs: 2 (one per value)'): then it is a note.
+RUN_FIELDS = ("runs", "run")
+RUN_COUNT = re.compile(r"^\s*(?:\d+|one|two|three|four|five|six|eight|ten)\s*(?:$|[(×]|(?:seeds?|runs?|repeats?|"
+                       r"replicates?|each|per|x|total|in total|jobs?)\b)", re.I)
+
+
+def field_role(name: str, exact: bool = False, value: str | None = None) -> str | None:
     """The role of a field name: exact names first, then (unless `exact`) the name's first or last word
-    ('Target module', 'Variant 1', 'Proposed change', 'Evaluation metric')."""
+    ('Target module', 'Variant 1', 'Proposed change', 'Evaluation metric'). A 'Runs' field with its `value` given
+    holds values unless it counts runs."""
     key = re.sub(r"[*_:]", " ", name).strip().lower()
     key = re.sub(r"\s+", " ", key)
+    if key in RUN_FIELDS and value is not None and value.strip() and not RUN_COUNT.match(value):
+        return "values"
     if key in ROLE_OF or exact:
         return ROLE_OF.get(key)
     parts = re.findall(r"[a-z]+", key)
@@ -83,6 +93,6 @@ def split_inline(text: str) -> tuple[str, list[tuple[str, str]]]:
         value = text[m.end():end]
         value = re.sub(r"[\s;,—–|*]+$", "", value)
         value = re.sub(r"(?<!\d)\.\s*$", "", value).strip()
-        fields.append((field_role(m["name"]), value))
+        fields.append((field_role(m["name"], value=value), value))
     lead = re.sub(r"[\s;,.—–|:*-]+$", "", lead).strip()
     return lead, fields

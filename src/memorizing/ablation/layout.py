@@ -232,7 +232,7 @@ def read_head(section: Section, text: str, has_body: bool = False) -> None:
             _one_liner(section, text, has_title=True)
         return
     lead, fields = split_inline(text)
-    if fields and len(lead) < 80:
+    if fields and (len(lead) < 80 or _is_one_liner(lead)):
         _take_fields(section, lead, fields, lead_is_title=True)
         return
     if has_body and not SEPARATOR.search(text) and not ARROW.search(text) and not ACTION_WORD.search(text):
@@ -241,9 +241,16 @@ def read_head(section: Section, text: str, has_body: bool = False) -> None:
     _one_liner(section, text, has_title=False)
 
 
+def _is_one_liner(text: str) -> bool:
+    """'Top-k — REPLACE — k = 4, 8': a title, an action and values, separated by dashes."""
+    return bool(SEPARATOR.search(text) and ACTION_WORD.search(text))
+
+
 def _take_fields(section: Section, lead: str, fields: list, lead_is_title: bool) -> None:
     if lead:
-        if lead_is_title and not section.title:
+        if lead_is_title and not section.title and _is_one_liner(lead):
+            _one_liner(section, lead, has_title=False)  # 'Top-k — REPLACE — k = 4, 8. Metric: ppl'
+        elif lead_is_title and not section.title:
             section.title = strip_number(lead)
         else:
             section.add("prose", lead)
@@ -366,7 +373,7 @@ def read_body(section: Section, body: list[Entry]) -> None:
             continue
         text = e.text
         field = FIELD_LINE.match(text)
-        role = field_role(field["name"]) if field else None
+        role = field_role(field["name"], value=field["value"].strip().strip("*")) if field else None
         bold_field = bool(field) and bool(re.match(r"^\s*(\*\*|__)", text))
         if field and (role or bold_field):
             flush()
@@ -603,6 +610,9 @@ VALUE_COLUMN = re.compile(r"^(?:new|proposed|ablated|ablation value|after|target
 
 def _column(header: str, first: bool) -> Column:
     name = re.sub(r"\([^()]*\)|\[[^\[\]]*\]", " ", header).strip(" *_:")
+    named = field_role(name, exact=True)
+    if named and len(name.split()) > 1:  # a field's whole name ('Ablated part') before its first word ('Ablated')
+        return Column(named, header)
     if not first and BASELINE_COLUMN.match(name):
         return Column("notes", header)
     if not first and VALUE_COLUMN.match(name):
@@ -714,7 +724,8 @@ def _table_into(section: Section, table: list[Entry]) -> None:
     if _field_table(columns, data):
         for row in data:
             row_cells = cells(row)
-            _add_field(section, field_role(row_cells[0], exact=True) or "prose", " ".join(row_cells[1:]).strip())
+            value = " ".join(row_cells[1:]).strip()
+            _add_field(section, field_role(row_cells[0], exact=True, value=value) or "prose", value)
         return
     reference = _reference(columns, data)
     for row in data:
@@ -978,7 +989,7 @@ def json_sections(text: str) -> list[Section] | None:
         section = Section(title="", line=text[:at].count("\n") + 1)
         for key, value in entry.items():
             values = value if isinstance(value, list) else [value]
-            role = field_role(str(key)) or "prose"
+            role = field_role(str(key), value=" ".join(map(str, values))) or "prose"
             for v in values:
                 _add_field(section, role, v if isinstance(v, str) else json.dumps(v))
         section.title = section.title or section.part or "(untitled)"

@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from memorizing.ablation.choice import choose_component, conjoined, cued_any, memory_layers, named_by
+from memorizing.ablation.combined import combined_changes
 from memorizing.ablation.configs import MappingError, apply_changes, describe, differences
 from memorizing.ablation.layout import Section
 from memorizing.ablation.missing import find_missing
@@ -141,6 +142,12 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
     items = _without_restated(items, ctx)
+    combined = None if items else combined_changes(section, ctx)
+    if combined:  # 'exact kNN search together with top-k = 128': one run that sets both
+        said, changes = combined
+        r.action, r.evidence = "REPLACE", [f"{said!r} sets two components in one run"]
+        r.variants = [Variant(said, section.title, said, changes)]
+        return _finish(r, baseline)
     # values vote for the component; what free text says is only a value where the section sets something
     vote_items = items or ([Item(t) for t in targets if cued_any(t, memory_layers(baseline))]
                            if action != "REMOVE" else [])
@@ -205,23 +212,30 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
     says instead), else one per value, listed or said in the text. A value that does not parse refuses all."""
     title = r.section.title
     if r.action == "ADD" and not items and component.numeric:
-        said, _ = free_items(component, targets + [r.section.part], "", ctx)
-        if said:  # 'add a Transformer-XL cache of 256 tokens': the size it says
-            return _variants(r, component, said, targets, ctx)
+        said = free_items(component, targets + [r.section.part], "", ctx)
+        if said.partial:
+            r.refusal = Refusal("ambiguous", _ambiguous(said.problem))
+            return
+        if said.items:  # 'add a Transformer-XL cache of 256 tokens': the size it says
+            return _variants(r, component, said.items, targets, ctx)
     if r.action in ("REMOVE", "ADD") and not items:
         parsed = (component.remove if r.action == "REMOVE" else component.add)(ctx)
         if parsed.changes is None:
-            said, _ = free_items(component, targets, title, ctx)
-            if not said:  # what it leaves open is not said anywhere else in the section either
-                r.refusal = Refusal(parsed.reason, _ambiguous(parsed.problem))
+            said = free_items(component, targets, title, ctx)
+            if not said.items:  # what it leaves open is not said anywhere else in the section either
+                r.refusal = Refusal(parsed.reason, _ambiguous(said.problem if said.partial else parsed.problem))
                 return
             r.action = "REPLACE" if r.action == "REMOVE" else r.action  # an ADD of layers still adds
-            return _variants(r, component, said, targets, ctx)
+            return _variants(r, component, said.items, targets, ctx)
         verb = "no" if r.action == "REMOVE" else "with"
         r.variants = [Variant(f"{verb} {component.name}", title, None, parsed.changes)]
         return
     if not items:
-        items, problem = free_items(component, targets, title, ctx)
+        said = free_items(component, targets, title, ctx)
+        items, problem = said.items, said.problem
+        if said.partial:
+            r.refusal = Refusal("ambiguous", _ambiguous(problem))
+            return
         if not items:
             detail = problem or (f"the section says to {r.action.lower()} {component.label} but gives no value")
             r.refusal = Refusal("ambiguous", _ambiguous(f"{detail}; accepted: {component.accepted}"))

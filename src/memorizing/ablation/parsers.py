@@ -119,8 +119,9 @@ def switch(keys_of: Callable[[Context], tuple[str, ...]], label: str, extra_off:
 
 def qk_keys(ctx: Context) -> tuple[str, ...]:
     """Which layers a key/query-normalisation ablation means: the memory layer (the default: that is what 'the'
-    normalisation against stale keys is), every layer, or every layer but the memory layer."""
-    s = ctx.scope
+    normalisation against stale keys is), every layer, or every layer but the memory layer. Parentheses do not
+    part a qualifier from its noun ('the local (non-memory) layers')."""
+    s = re.sub(r"\s+", " ", re.sub(r"[()]", " ", ctx.scope))
     if re.search(r"memory layer and (?:in )?(?:all |the )?other layers|all other layers as well|both the memory|"
                  r"(?:memory|all) and (?:non-memory|other) layers", s):
         return ("memory.qk_norm", "model.qk_norm")
@@ -129,7 +130,8 @@ def qk_keys(ctx: Context) -> tuple[str, ...]:
     if re.search(r"\b(?:everywhere|all (?:the )?(?:attention )?layers|every layer|each layer|in all\b|whole "
                  r"(?:model|network)|globally)", s):
         return ("memory.qk_norm", "model.qk_norm")
-    if re.search(r"\bnon-?memory layers?|\bother layers?\b|outside (?:the )?memory|except (?:in )?the memory "
+    if re.search(r"\bnon-?memory (?:attention )?layers?|\bother layers?\b|outside (?:the )?memory|"
+                 r"except (?:in )?the memory "
                  r"layer|(?:local|regular|standard|dense|ordinary|remaining|plain|vanilla|normal) (?:attention )?"
                  r"layers|all layers but|apart from the memory|(?:layers|blocks) without (?:the )?memory", s):
         return ("model.qk_norm",)
@@ -262,10 +264,16 @@ SEARCH_KINDS = (
     ("bucketed", r"\bapprox\w*|\bbucket\w*|\btpu\b"),
 )
 
+# '16 lists probed per query', '8 cells searched': lists that are probed, not the index's lists
+PROBED = r"\s+(?:probed|searched|visited|scanned|per query|per search)\b"
+
 SEARCH_PARAMS = (
-    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b|"
+    ("memory.ivf_lists", "ivf", r"(\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b"
+                                r"(?!" + PROBED + r")|"
                                 r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
-    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
+    ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|"
+                                r"(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
+                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
                                 r"(\d+)"),
     ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
 )

@@ -3,6 +3,7 @@ a fixed gate of 0.3', 'we try 16 neighbours instead, and also 128'). A number co
 component's unit after it or keyword before it, or next to one that has them: never a stray number of the text."""
 
 import re
+from dataclasses import dataclass, field
 
 from memorizing.ablation.layout import Section
 from memorizing.ablation.parsers import MULTIPLIER, Context, outside_parens, relative_factor
@@ -142,41 +143,77 @@ def _with_subject(subject: str, value: str) -> str:
     return f"{tail} {value.strip()}".strip(" ,;.") if tail else value.strip(" ,;.")
 
 
-def free_items(component: Component, targets: list[str], title: str, ctx: Context) -> tuple[list[Item], str]:
+@dataclass
+class Said:
+    """The values free text states, or the problem with them; `partial` where the text lists more numbers than
+    could be read as values (then no value is taken: taking some would run a different study than the plan's)."""
+    items: list[Item] = field(default_factory=list)
+    problem: str = ""
+    partial: bool = False
+
+
+def free_items(component: Component, targets: list[str], title: str, ctx: Context) -> Said:
     """Values said in free text. A number counts only with the component's unit after it or keyword before it,
-    or next to one that has them; a stray number of the text is never taken."""
+    or next to one that has them; a stray number of the text is never taken. Where a list gives values and also
+    numbers that are none of them ('4096 lists, probing either 8 or 32'), nothing is taken."""
     first_problem = ""
     for source, texts in (("text", targets), ("title", [without_id(title)])):
         items = []
         for target in texts:
-            if not component.numeric:
-                pieces = [p for p in split_values(target) if component.parse(p, ctx).changes is not None]
-                whole = Item(target)
-                if pieces and len(pieces) > 1:
-                    items += pieces
-                elif component.parse(whole, ctx).changes is not None:
-                    items.append(whole)
-                elif pieces:
-                    items += pieces
+            taken = _values_of(component, target, source, ctx)
+            if isinstance(taken, str):
+                first_problem = first_problem or taken
                 continue
-            pieces = split_values(target)
-            cued = [p for p in pieces if _cued(component, p.text)]
-            for p in pieces:
-                nums = numbers(outside_parens(p.text))
-                if source == "title" and p not in cued:
-                    continue
-                if nums and p not in cued and not (cued and _bare(p.text)):
-                    continue
-                if not nums and not (p in cued or MULTIPLIER.search(words(p.text))):
-                    continue
-                parsed = component.parse(p, ctx)
-                if parsed.changes is not None:
-                    items.append(p)
-                elif nums and not first_problem:
-                    first_problem = parsed.problem or ""
+            left = _left_out(target, taken)
+            if taken and left:
+                return Said(problem=_partial_problem(component, taken, left), partial=True)
+            items += taken
         if items:
-            return items, ""
-    return [], first_problem
+            return Said(items)
+    return Said(problem=first_problem)
+
+
+def _values_of(component: Component, target: str, source: str, ctx: Context) -> list[Item] | str:
+    """The values of one sentence (or title) for `component`, or the problem with its first numeric value."""
+    if not component.numeric:
+        pieces = [p for p in split_values(target) if component.parse(p, ctx).changes is not None]
+        settings = {repr(sorted(component.parse(p, ctx).changes.items())) for p in pieces}
+        if len(settings) > 1:  # 'exact or bucketed'; not 'a bucketed relative bias, as in T5' (one setting)
+            return pieces
+        whole = Item(target)
+        return [whole] if component.parse(whole, ctx).changes is not None else pieces
+    pieces = split_values(target)
+    cued = [p for p in pieces if _cued(component, p.text)]
+    items, problem = [], ""
+    for p in pieces:
+        nums = numbers(outside_parens(p.text))
+        if source == "title" and p not in cued and not (cued and _bare(p.text)):
+            continue
+        if nums and p not in cued and not (cued and _bare(p.text)):
+            continue
+        if not nums and not (p in cued or MULTIPLIER.search(words(p.text))):
+            continue
+        parsed = component.parse(p, ctx)
+        if parsed.changes is not None:
+            items.append(p)
+        elif nums and not problem:
+            problem = parsed.problem or ""
+    return items if items or not problem else problem
+
+
+def _left_out(target: str, taken: list[Item]) -> list[Item]:
+    """The pieces of a value list that hold numbers (outside parentheses) and were not taken as values."""
+    whole = [t.text for t in taken]
+    return [p for p in split_values(target) if p.text not in whole and not any(p.text in t for t in whole)
+            and numbers(outside_parens(p.text))]
+
+
+def _partial_problem(component: Component, taken: list[Item], left: list[Item]) -> str:
+    said = ", ".join(repr(i.text) for i in taken)
+    other = ", ".join(repr(i.text) for i in left)
+    return (f"the text gives {said} for {component.label} but also {other}, which is not read as a value of it; "
+            f"write each variant whole, one per line (e.g. 'Values: ...; ...'), or name the config keys "
+            f"(section.key=value)")
 
 
 TITLE_ID = re.compile(r"^\s*(?:(?:ablation|experiment|exp|study|run|test|variant|arm|section|part|item|step|no\.?)\s*"
@@ -209,4 +246,5 @@ def _cued(component: Component, text: str) -> bool:
 
 
 def _bare(text: str) -> bool:
-    return bool(re.fullmatch(r"\s*(?:and\s+|or\s+)?(?:also\s+)?[\d.,]+\s*[kK]?\s*", words(text)))
+    """A number on its own, perhaps after the word that joins it to the list ('and 16', 'plus 32', 'at 128')."""
+    return bool(re.fullmatch(r"\s*(?:(?:and|or|plus|also|then|finally|at|to)\s+)*[\d.,]+\s*[kK]?\s*", words(text)))

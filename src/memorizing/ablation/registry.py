@@ -44,6 +44,9 @@ class Component:
     keywords: str = ""  # words right before a number that make it this component's value (free text)
     numeric: bool = False  # values are numbers (free text is searched for numbers with units or keywords)
 
+# T5's relative position bias is bucketed too: 'a T5 bucketed relative-distance bias' names no search.
+NOT_A_BIAS = r"(?![^.;,]{0,40}\bbias)"
+
 COMPONENTS = (
     Component(
         "memory", "kNN memory branch", ("memory.enabled",),
@@ -86,9 +89,10 @@ COMPONENTS = (
                                      r"nearest[- ]neighbou?rs?|retrieval)", 3),
          (r"search (?:method|algorithm|backend|back-end|mechanism|routine|index|strategy|procedure)", 3),
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
-         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b", 2), (r"\bivf\b|inverted[- ]?file", 2),
+         (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2),
+         (r"\bivf\b|inverted[- ]?file", 2),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
-        r"\bexact|brute|exhaustive|\bapprox|bucket(?!\w*\s+(?:\w+\s+)?bias)|\bivf\b|inverted|\bfaiss\b|\blists\b|"
+        r"\bexact|brute|exhaustive|\bapprox|bucket\w*" + NOT_A_BIAS + r"|\bivf\b|inverted|\bfaiss\b|\blists\b|"
         r"\bprobes?\b|\bflat\b",
         search_parse, "exact (brute force), bucketed (approximate), ivf with N lists and P probes",
         fixed({"memory.search": "exact"}),
@@ -150,7 +154,7 @@ COMPONENTS = (
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?"
           r"(?:single\s+)?"
           r"(?:knn\s+)?|non-)?memory[- ]layer\b", 1), (r"\blayers?\b", 0.5)),
-        r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball layers\b|ℓ|\blayer\b", layers_parse,
+        r"\blayers?\s+\d|\b(?:last|final|first|every|each) layer|\ball (?:\d+ )?layers\b|ℓ|\blayer\b", layers_parse,
         "layer numbers (1-based), 'last', 'every layer'",
         open_choice("the memory layers cannot be removed: REMOVE the kNN memory, or REPLACE the layers with others"),
         open_choice("ADD of a memory layer does not say which layer: name it (e.g. 'layer 3')"),
@@ -164,7 +168,7 @@ COMPONENTS = (
          (r"memory length", 2)),
         None, count("model.xl_cache", "XL cache length", r"token", zero=True, off_means_zero=True),
         "a number of tokens (0 = off)", fixed({"model.xl_cache": 0}), xl_add,
-        units=r"tokens?", keywords=r"(?:cache|xl|length)\s*(?:of|=|to|:)?\s*$", numeric=True),
+        units=r"tokens?", keywords=r"(?:cache|xl|length)\s*(?:of|=|to|at|:)?\s*$", numeric=True),
     Component(
         "segment", "segment length (local context)", ("data.segment",),
         ((r"segment (?:length|size)", 3), (r"context (?:window|length|size)", 3), (r"local context", 3),
@@ -175,7 +179,7 @@ COMPONENTS = (
         None, count("data.segment", "segment length", r"token"), "a number of tokens, e.g. 512",
         open_choice("the segment cannot be removed: REPLACE it with a number of tokens"),
         open_choice("ADD to the segment does not say how long: REPLACE it with a number of tokens"),
-        units=r"tokens?", keywords=r"(?:length|segment|segments|window|chunks?|context)\s*(?:of|=|to|:)?\s*$",
+        units=r"tokens?", keywords=r"(?:length|segment|segments|window|chunks?|context)\s*(?:of|=|to|at|:)?\s*$",
         numeric=True),
     Component(
         "reset", "memory reset at document boundaries", ("memory.reset",),
@@ -200,7 +204,7 @@ COMPONENTS = (
           r"(?:the\s+)?(?:ffn|feed[- ]?forward|mlp)))", 3),
          (r"number of (?:transformer )?layers", 3), (r"(?:bigger|larger|smaller|deeper) (?:model|network|net)\b", 3),
          (r"\bheads\b", 1)),
-        r"(?<![\w.])\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
+        r"(?<![\w.])(?<!\ball )\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
         "'24 layers', '16 heads of 64', 'width 2048'",
         open_choice("the model cannot be removed"),
         open_choice("ADD to the model does not say what: REPLACE its depth, width or heads with values"),

@@ -171,9 +171,9 @@ def without_references(text: str) -> str:
 # ---- value lists ---------------------------------------------------------------------------------------------------
 BASELINE_MARK = re.compile(r"\(\s*(?:=\s*)?(?:the\s+)?(?:baseline|paper|current|default|as in the paper|original|"
                            r"reference|control)\b[^)]*\)|[—–-]\s*(?:the\s+)?baseline\s*$|\s=\s*baseline\b", re.I)
-PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+)?(?:\d[\d,.]*\s*[kK]?\s*(?:lists?|probes?|buckets?|bits?|"
-                            r"(?:hash )?tables?|clusters?|centroids?|cells?|sub-?quanti[sz]ers?|codes?|"
-                            r"probes? per query|per query))|m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
+PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\s*[kK]?\s*(?:lists?|probes?|buckets?|"
+                            r"bits?|(?:hash )?tables?|clusters?|centroids?|cells?|sub-?quanti[sz]ers?|codes?|"
+                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
 EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
