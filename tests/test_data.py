@@ -128,3 +128,32 @@ def test_public_sets_say_so_when_offline(monkeypatch, tmp_path):
 def test_unknown_corpus_lists_the_known_ones():
     with pytest.raises(CorpusError, match="python-stdlib, text:PATH, recall"):
         load_corpus(DataConfig(corpus="wikipedia"))
+
+
+@pytest.mark.parametrize("files", [1, 6])
+def test_a_few_long_documents_hold_out_the_tail_of_each(tmp_path, files):
+    """Six novels, or one long file: every document gives its first 90% to train, then 5% to valid and the last
+    5% to test, so that evaluation has held-out text and no byte is in two splits."""
+    texts = [bytes(f"document {i}: ", "ascii") + bytes(range(256)) * 40 for i in range(files)]
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.txt").write_bytes(text)
+    documents = load_corpus(DataConfig(corpus=f"text:{tmp_path}"))
+    pieces = {split: split_documents(documents, split) for split in ("train", "valid", "test")}
+    for i, text in enumerate(texts):
+        train, valid, test = (pieces[split][i].data for split in ("train", "valid", "test"))
+        assert train + valid + test == text
+        assert len(test) == len(text) - int(len(text) * 0.95) and len(valid) > 0
+
+
+def test_many_documents_split_whole_by_content():
+    documents = [Document(str(i), f"text {i} ".encode() * 50) for i in range(200)]
+    pieces = {split: split_documents(documents, split) for split in ("train", "valid", "test")}
+    assert sorted(d.name for split in pieces.values() for d in split) == sorted(d.name for d in documents)
+    assert all(pieces.values())
+
+
+def test_pieces_keep_the_recall_spans_inside_them():
+    data = bytes(1000)
+    document = Document("d", data, (corpora.Span(10, 14, (2,)), corpora.Span(960, 964, (5, 955))))
+    test = split_documents([document], "test")[0]
+    assert test.spans == (corpora.Span(10, 14, (5,)),)

@@ -91,6 +91,7 @@ class DataConfig:
     recall_length: int = 4096  # bytes per document
     recall_pairs: int = 8  # name=value pairs bound at the start of each document
     recall_distance: int = 1024  # bytes between the bindings and the first question
+    recall_name_length: int = 4  # capital letters per name; with 1, the letter alone keys the lookup
 
 
 @dataclass
@@ -164,10 +165,15 @@ class Config:
                            ("memory.bias_buckets", mem.bias_buckets),
                            ("data.lanes", d.lanes), ("data.segment", d.segment),
                            ("data.recall_documents", d.recall_documents), ("data.recall_length", d.recall_length),
-                           ("data.recall_pairs", d.recall_pairs), ("train.steps", t.steps),
+                           ("data.recall_pairs", d.recall_pairs), ("data.recall_name_length", d.recall_name_length),
+                           ("train.steps", t.steps),
                            ("train.checkpoint_every", t.checkpoint_every), ("train.log_every", t.log_every)]:
             if value < 1:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be a positive integer.")
+        if d.recall_pairs > 26 ** d.recall_name_length:
+            raise ConfigError(f"data.recall_pairs = {d.recall_pairs} is invalid with data.recall_name_length = "
+                              f"{d.recall_name_length}: there are only {26 ** d.recall_name_length} distinct names; "
+                              f"lower the pairs or lengthen the names.")
         if d.order_seed < -1:
             raise ConfigError(f"data.order_seed = {d.order_seed} is invalid: use -1 (follow train.seed) or a seed "
                               ">= 0.")

@@ -23,7 +23,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
 from memorizing.config import Config
-from memorizing.data.corpora import CorpusError, load_corpus, split_documents
+from memorizing.data.corpora import FEW_DOCUMENTS, CorpusError, load_corpus, split_documents
 from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
@@ -173,6 +173,9 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     config.validate()
     check_run_folder(out, config, resume)
     corpus = load_corpus(config.data)
+    if len(corpus) < FEW_DOCUMENTS and int(os.environ.get("RANK", "0")) == 0:
+        log(f"corpus {config.data.corpus!r} has {len(corpus)} documents (fewer than {FEW_DOCUMENTS}): each is split "
+            f"by position, its first 90% for training, the next 5% for valid and the last 5% for test")
     documents = training_documents(config, corpus)
     d = config.data
     valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), max(1, d.eval_tokens // 4), d.eval_length,

@@ -59,7 +59,8 @@ ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
 
 # What a plan writes where it has no value: a REMOVE row's value cell, 'Values: n/a'. Never a value to parse.
 NO_VALUE = re.compile(r"^\s*(?:n\s*/\s*a|n\.a\.?|not applicable|[-–—]+|\(\s*(?:none|n\s*/\s*a|empty|[-–—]+)\s*\)|"
-                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|empty|null|nil|"
+                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|"
+                      r"nothing|empty|null|nil|"
                       r"\.\.\.|tbd|\?+)\s*(?:\([^()]*\))?\s*[.;,]?\s*$", re.I)
 
 

@@ -234,7 +234,7 @@ def _cued(component: Component, text: str) -> bool:
     if not numbers(t):
         return bool(component.cue and re.search(component.cue, t))
     if isinstance(relative_factor(t), float):
-        return True  # 'by a factor of 4', '4x smaller' 
+        return True  # 'by a factor of 4', '4x smaller'
     for n in numbers(t):
         after, before = t[n.end:].strip(), t[:n.start]
         if component.units and re.match(rf"-?\s*(?:{component.units})\b", after):  # '256 tokens', '256-token'

@@ -101,7 +101,8 @@ REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
-    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*\b(?:in|of|from|for) the "
+    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|"
+    r"[^,;()]*\b(?:in|of|from|for) the "
     r"(?:baseline|paper)\b)[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
     r"\((?:[^()]*\b(?:baseline|currently|current|paper|default|originally|today)\b[^()]*)\)|"
@@ -173,7 +174,8 @@ BASELINE_MARK = re.compile(r"\(\s*(?:=\s*)?(?:the\s+)?(?:baseline|paper|current|
                            r"reference|control)\b[^)]*\)|[—–-]\s*(?:the\s+)?baseline\s*$|\s=\s*baseline\b", re.I)
 PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\s*[kK]?\s*(?:lists?|probes?|buckets?|"
                             r"bits?|(?:hash )?tables?|clusters?|centroids?|cells?|sub-?quanti[sz]ers?|codes?|"
-                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
+                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|"
+                            r"m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
 EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")

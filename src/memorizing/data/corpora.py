@@ -23,6 +23,9 @@ from memorizing.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 VALID_SHARE, TEST_SHARE = 0.05, 0.05
+# Below this many documents a split by document would often leave valid or test empty (six novels, one long
+# file): every document is split by position instead, its last 5% for test and the 5% before for valid.
+FEW_DOCUMENTS = 40
 
 
 class CorpusError(UserError):
@@ -49,6 +52,12 @@ class Document:
         if length >= len(self.data):
             return self
         return Document(self.name, self.data[:length], tuple(s for s in self.spans if s.end <= length))
+
+    def piece(self, start: int, end: int, name: str) -> "Document":
+        """Bytes start .. end - 1 as a document, with the spans inside them and their sources inside them."""
+        spans = tuple(Span(s.start - start, s.end - start, tuple(p - start for p in s.sources if p >= start))
+                      for s in self.spans if s.start >= start and s.end <= end)
+        return Document(name, self.data[start:end], spans)
 
 
 def load_corpus(config: DataConfig) -> list[Document]:
@@ -81,13 +90,31 @@ def split_of(document: Document) -> str:
 
 
 def split_documents(documents: list[Document], split: str, corpus: str = "corpus") -> list[Document]:
+    """The documents of `split`: whole documents by content hash, or, for a corpus of fewer than FEW_DOCUMENTS,
+    a piece of every document by position (train the first 90%, valid the next 5%, test the last 5%)."""
     if split not in SPLITS:
         raise CorpusError(f"--split {split!r} is unknown: use one of {', '.join(SPLITS)}.")
+    if len(documents) < FEW_DOCUMENTS:
+        return split_by_position(documents, split)
     chosen = [d for d in documents if split_of(d) == split]
     if not chosen:
         raise CorpusError(f"{corpus}: none of its {len(documents)} documents falls in the {split!r} split (about "
                           f"{TEST_SHARE:.0%} go to test and to valid, by content hash): add more documents.")
     return chosen
+
+
+def split_by_position(documents: list[Document], split: str) -> list[Document]:
+    pieces = []
+    for d in documents:
+        valid = int(len(d.data) * (1 - VALID_SHARE - TEST_SHARE))
+        test = int(len(d.data) * (1 - TEST_SHARE))
+        start, end = {"train": (0, valid), "valid": (valid, test), "test": (test, len(d.data))}[split]
+        if end - start >= 2:
+            pieces.append(d.piece(start, end, f"{d.name}[{split}]"))
+    if not pieces:
+        raise CorpusError(f"the corpus's {len(documents)} documents are too short to hold out a {split!r} piece "
+                          f"(the last {TEST_SHARE:.0%} of each): use longer documents.")
+    return pieces
 
 
 # ---- local corpora ---------------------------------------------------------------------------------------
@@ -115,13 +142,13 @@ def recall_documents(config: DataConfig) -> list[Document]:
     """Synthetic long-range recall: names bound to values at the start of a document and asked for again later,
     some within the local context and some far beyond it, between filler.
 
-    Layout: `NAME1234;` for each of `recall_pairs` pairs (4 capital letters, then 4 digits), `recall_distance`
-    bytes of lowercase filler, then questions `NAME1234;` of randomly chosen pairs with 4-16 bytes of filler
-    between them, until `recall_length` bytes. The recalled spans are the digits of the questions whose name was
-    last mentioned at least `recall_distance` bytes earlier: with `recall_distance` beyond the segment and the XL
-    cache, only memory can answer those. The nearer repeats are what teaches the layers below (and the key
-    projection, which memory shares with local attention) to look things up by name.
-    Seeded by the document number: the corpus is the same on every machine.
+    Layout: `NAME1234;` for each of `recall_pairs` pairs (`recall_name_length` capital letters, then 4 digits;
+    the names of a document differ), `recall_distance` bytes of lowercase filler, then questions `NAME1234;` of
+    randomly chosen pairs with 4-16 bytes of filler between them, until `recall_length` bytes. The recalled spans
+    are the digits of the questions whose name was last mentioned at least `recall_distance` bytes earlier: with
+    `recall_distance` beyond the segment and the XL cache, only memory can answer those. The nearer repeats are
+    what teaches the layers below (and the key projection, which memory shares with local attention) to look
+    things up by name. Seeded by the document number: the corpus is the same on every machine.
     """
     letters, digits, filler = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "abcdefghijklmnopqrstuvwxyz "
     documents = []
@@ -129,7 +156,7 @@ def recall_documents(config: DataConfig) -> list[Document]:
         rng = random.Random(f"recall-{n}")
         names = set()
         while len(names) < config.recall_pairs:
-            names.add("".join(rng.choices(letters, k=4)))
+            names.add("".join(rng.choices(letters, k=config.recall_name_length)))
         pairs = {name: "".join(rng.choices(digits, k=4)) for name in sorted(names)}
         text, seen, spans = "", {}, []  # seen: name -> where its value was written so far
         for name, value in pairs.items():
