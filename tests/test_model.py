@@ -214,7 +214,8 @@ def test_bf16_autocast_follows_the_fp32_model_and_keeps_memory_in_fp32(search):
             logits, state = model(tokens[:, s * SEGMENT:(s + 1) * SEGMENT], state)
         logits.float().logsumexp(-1).mean().backward()
         assert logits.dtype == torch.bfloat16 and state.memories()[0].keys.dtype == torch.float32
-        assert (logits.float() - reference[:, s * SEGMENT:(s + 1) * SEGMENT]).abs().max() < 0.02
+        expected = reference[:, s * SEGMENT:(s + 1) * SEGMENT]
+        assert (logits.float() - expected).abs().max() < 0.08 * expected.abs().max()  # bf16: 8-bit mantissas
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 

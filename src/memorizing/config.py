@@ -92,6 +92,7 @@ class DataConfig:
     recall_pairs: int = 8  # name=value pairs bound at the start of each document
     recall_distance: int = 1024  # bytes between the bindings and the first question
     recall_name_length: int = 4  # capital letters per name; with 1, the letter alone keys the lookup
+    recall_filler: int = 16  # at most this many filler bytes between two questions (at least a quarter of it)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class Config:
                            ("data.min_document", d.min_document),
                            ("data.eval_tokens", d.eval_tokens), ("data.eval_length", d.eval_length),
                            ("data.eval_min_length", d.eval_min_length), ("data.recall_distance", d.recall_distance),
+                           ("data.recall_filler", d.recall_filler),
                            ("train.warmup", t.warmup), ("train.seed", t.seed), ("train.eval_every", t.eval_every)]:
             if value < 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be zero or a positive integer.")

@@ -142,13 +142,14 @@ def recall_documents(config: DataConfig) -> list[Document]:
     """Synthetic long-range recall: names bound to values at the start of a document and asked for again later,
     some within the local context and some far beyond it, between filler.
 
-    Layout: `NAME1234;` for each of `recall_pairs` pairs (`recall_name_length` capital letters, then 4 digits;
-    the names of a document differ), `recall_distance` bytes of lowercase filler, then questions `NAME1234;` of
-    randomly chosen pairs with 4-16 bytes of filler between them, until `recall_length` bytes. The recalled spans
-    are the digits of the questions whose name was last mentioned at least `recall_distance` bytes earlier: with
-    `recall_distance` beyond the segment and the XL cache, only memory can answer those. The nearer repeats are
-    what teaches the layers below (and the key projection, which memory shares with local attention) to look
-    things up by name. Seeded by the document number: the corpus is the same on every machine.
+    Layout: `NAME1234;` for each of `recall_pairs` pairs (`recall_name_length` capital letters, then 4 digits; the
+    names of a document differ), `recall_distance` bytes of lowercase filler, then questions `NAME1234;` of randomly
+    chosen pairs with `recall_filler` / 4 to `recall_filler` bytes of filler between them, until `recall_length`
+    bytes. The recalled spans are the digits of the questions whose name was last mentioned at least
+    `recall_distance` bytes earlier: with `recall_distance` beyond the segment and the XL cache, only memory can
+    answer those. The nearer repeats are what teaches the layers below (and the key projection, which memory shares
+    with local attention) to look things up by name.
+    Seeded by the document number: the corpus is the same on every machine.
     """
     letters, digits, filler = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "abcdefghijklmnopqrstuvwxyz "
     documents = []
@@ -169,7 +170,8 @@ def recall_documents(config: DataConfig) -> list[Document]:
             if start - seen[name][-1] >= config.recall_distance:
                 spans.append(Span(start, start + 4, tuple(seen[name])))
             seen[name].append(start)
-            text += f"{name}{pairs[name]};" + "".join(rng.choices(filler, k=rng.randint(4, 16)))
+            gap = rng.randint(config.recall_filler // 4, config.recall_filler)
+            text += f"{name}{pairs[name]};" + "".join(rng.choices(filler, k=gap))
         data = text[:config.recall_length].encode()
         documents.append(Document(f"recall-{n}", data, tuple(s for s in spans if s.end <= len(data))))
     return documents

@@ -134,12 +134,11 @@ class MemorizingTransformer(nn.Module):
         self.embed = nn.Embedding(m.vocab_size, m.dim)
         self.blocks = nn.ModuleList(Block(config, i, i in self.memory_layers) for i in range(m.depth))
         self.ln_f = nn.LayerNorm(m.dim)
+        # Untied output embedding, every weight N(0, 0.02), no depth scaling of the residual projections: with
+        # tied embeddings and GPT-2's scaled projections, small models learned to copy from their context several
+        # times slower (README: "Why memory did not retrieve").
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
-        self.head.weight = self.embed.weight  # tied input/output embeddings
         self.apply(self._init_weights)
-        for block in self.blocks:  # GPT-2: scale residual projections by depth
-            for proj in (block.attn.proj, block.mlp.down):
-                nn.init.normal_(proj.weight, std=0.02 / (2 * m.depth) ** 0.5)
 
     @staticmethod
     def _init_weights(module):
