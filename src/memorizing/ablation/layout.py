@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from memorizing.ablation.fields import field_role, split_inline
 from memorizing.ablation.markup import Line, clean, normalise
+from memorizing.ablation.numerals import digits
 from memorizing.ablation.registry import names_component
 
 
@@ -59,7 +60,8 @@ ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
 
 # What a plan writes where it has no value: a REMOVE row's value cell, 'Values: n/a'. Never a value to parse.
 NO_VALUE = re.compile(r"^\s*(?:n\s*/\s*a|n\.a\.?|not applicable|[-–—]+|\(\s*(?:none|n\s*/\s*a|empty|[-–—]+)\s*\)|"
-                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|empty|null|nil|"
+                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|"
+                      r"empty|null|nil|"
                       r"\.\.\.|tbd|\?+)\s*(?:\([^()]*\))?\s*[.;,]?\s*$", re.I)
 
 
@@ -1017,10 +1019,14 @@ def _object_starts(text: str, start: int):
 
 
 def read_sections(text: str) -> list[Section]:
-    """The sections of a plan, in plan order."""
+    """The sections of a plan, in plan order; numbers written as words read as digits (titles stay as written)."""
     text = normalise(text)
-    if re.match(r"\s*(?:```\w*\s*)?[\[{]", text):
-        found = json_sections(text)
-        if found:
-            return found
-    return find_sections(clean(text))
+    found = json_sections(text) if re.match(r"\s*(?:```\w*\s*)?[\[{]", text) else None
+    return [_with_digits(s) for s in (found or find_sections(clean(text)))]
+
+
+def _with_digits(section: Section) -> Section:
+    for role in ("part", "action", "change", "prose"):
+        setattr(section, role, digits(getattr(section, role)))
+    section.values = [digits(v) for v in section.values]
+    return section

@@ -101,7 +101,8 @@ REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
-    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|[^,;()]*\b(?:in|of|from|for) the "
+    r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|"
+    r"[^,;()]*\b(?:in|of|from|for) the "
     r"(?:baseline|paper)\b)[^,;()]*|"
     r"\bthe baseline's\b[^,;()]*?(?=\bby\b|\bwith\b|$)|"
     r"\((?:[^()]*\b(?:baseline|currently|current|paper|default|originally|today)\b[^()]*)\)|"
@@ -173,7 +174,8 @@ BASELINE_MARK = re.compile(r"\(\s*(?:=\s*)?(?:the\s+)?(?:baseline|paper|current|
                            r"reference|control)\b[^)]*\)|[—–-]\s*(?:the\s+)?baseline\s*$|\s=\s*baseline\b", re.I)
 PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\s*[kK]?\s*(?:lists?|probes?|buckets?|"
                             r"bits?|(?:hash )?tables?|clusters?|centroids?|cells?|sub-?quanti[sz]ers?|codes?|"
-                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
+                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|"
+                            r"ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
 EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
@@ -215,7 +217,8 @@ def split_values(text: str) -> list[Item]:
     ranged = _expand_range(text)
     if ranged is not None:
         return [Item(t) for t in ranged]
-    text = FROM_TO.sub("", text)  # 'from 512 to 256 tokens': the new value
+    if not re.search(r"\bin steps of|\bpowers? of|\bdoubling|\bhalving|\bfactors? of|\bevery \d", text, re.I):
+        text = FROM_TO.sub("", text)  # 'from 512 to 256 tokens': the new value (a sweep is no such change)
     pieces = _split_top(text)
     pieces = _merge_parameters(pieces)
     pieces = _share_units(pieces)
@@ -255,6 +258,14 @@ def _expand_range(text: str) -> list[str] | None:
         return None
     step = m["step"].lower()
     unit = m["unit"].strip()
+    said_step = re.search(r",?\s*(?:\bin\s+|\bby\s+)?(?:powers? of (?:two|2)|doubling\w*|halving\w*|"
+                          r"quadrupling\w*)(?:\s+each time)?\s*$", unit, re.I)
+    if said_step:  # 'k from 8 to 64 in powers of two': the step, not a unit
+        step, unit = f"{step} {said_step.group(0).lower()}", unit[:said_step.start()].strip()
+    prefix = text[:m.start()].strip()
+    if prefix and not re.fullmatch(r"[\w|ℓ-]{1,12}(?:\s*[=:])?", prefix):
+        return None
+    prefix = re.sub(r"\s*[=:]$", "", prefix)
     lo, hi = a[0].value, b[0].value
     factor = 2 if re.search(r"doubl|x\s*2|2\s*x|powers? of (?:two|2)|halv", step) else \
         4 if re.search(r"x\s*4|4\s*x|quadrupl", step) else None
@@ -266,7 +277,7 @@ def _expand_range(text: str) -> list[str] | None:
         v *= factor
     if lo > hi:
         values.reverse()
-    return [f"{_fmt(v)}{(' ' + unit) if unit else ''}" for v in values]
+    return [f"{(prefix + ' = ') if prefix else ''}{_fmt(v)}{(' ' + unit) if unit else ''}" for v in values]
 
 
 def _fmt(v: float) -> str:
