@@ -85,7 +85,8 @@ KEPT = re.compile(
     r"(?:with it|accordingly|along)\b|\bstays?\b|\bremains?\b|\bas in the baseline\b|\bas before\b|\bincluding\b|"
     r"\bwould have liked\b|\bunlike\b|\bnot (?:available|supported)\b|\bunsupported\b|\bleav(?:e|es|ing)\b|"
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b|"
-    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
+    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|"
+    r"\+[^,;]*\bonly\s*$|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
     r"\ball (?:else|other(?: settings| components)?) (?:equal|the same|unchanged|fixed|as in the baseline)\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
@@ -315,7 +316,7 @@ def _separator_at(text: str, i: int) -> int:
         if re.search(r"\blayers\s+\d+(?:\s*,\s*\d+)*\s*$", text[:i], re.I) and re.match(r",\s*\d", rest):
             return 0  # 'layers 4, 8 and 12' is one set of layers
         return 1
-    m = re.match(r"\s+/\s+", rest)
+    m = re.match(r"\s+[/|]\s+", rest)  # '8K / 16K', 'layer 6 | layer 9': one variant each
     if m:
         return m.end()
     fifty_fifty = re.search(r"(?<!\d)50$", text[:i]) and rest.startswith("/50")  # one mix, not two values
