@@ -219,14 +219,17 @@ def _unknown_message(section: Section) -> str:
 CONJOINED = re.compile(
     r"\b(?:remov\w*|no|without|disabl\w*|drop\w*|turn\w* off|switch\w* off|ablat\w*)\s+(?:both\s+)?"
     r"(?P<x>[^,;.()]{2,40}?)\s+(?:and|&|plus|as well as)\s+(?:also\s+)?(?:no\s+|without\s+)?"
-    r"(?P<y>[^,;.()]{2,40}?)(?=$|[,;.()]|\s+(?:to|so|in|from|for|at)\b)")
+    r"(?P<y>[^,;.()]{2,40}?)(?=$|[,;.()]|\s+(?:to|so|in|from|for|at)\b)|"
+    # 'both the kNN memory and the XL cache switched off': the verb after the pair
+    r"\bboth\s+(?P<x2>[^,;.()]{2,40}?)\s+(?:and|&)\s+(?P<y2>[^,;.()]{2,40}?)\s+(?:(?:are|is|being|get|gets)\s+)?"
+    r"(?:switched off|turned off|removed|disabled|dropped|ablated)\b")
 
 
 def conjoined(section: Section) -> list[Component]:
     """'Remove the kNN memory and the XL cache': the two components a REMOVE names together, or []."""
-    for source in (section.title, section.part, section.change, section.prose):
+    for source in (section.title, section.part, section.change, section.prose, *section.values):
         for m in CONJOINED.finditer(words(blank_kept(source or ""))):
-            named = [_strongest(m["x"]), _strongest(m["y"])]
+            named = [_strongest(m["x"] or m["x2"]), _strongest(m["y"] or m["y2"])]
             if all(named) and named[0] is not named[1]:
                 return named
     return []

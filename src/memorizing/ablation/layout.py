@@ -14,7 +14,10 @@ What this module knows is the *shape* of a plan, not its meaning. Accepted, and 
   is the reference the other rows differ from; header cells are never values, placeholders (`n/a`, `—`) no value;
 - bold-lead paragraphs (`**A. Title.** prose`), paragraphs of field lines, paragraphs that enumerate ablations
   (`(1) ..., (2) ...`, `First, ... Second, ...`), plain prose under a heading;
-- YAML-like (`- name: ...`) and JSON lists;
+- italic lead-ins (`*Gate behaviour.* prose`, as memos write them); `== title ==` banners (run sheets) as headings;
+  terse notes of one labelled line per ablation (`no-mem: memory off.`, `k sweep: k in {8, 16}`; mail headers
+  and field names are no labels); task lists and run sheets under a heading are lists of ablations;
+- YAML-like (`- name: ...`, its fields indented below) and JSON lists;
 - HTML tags and entities, `<think>`/`<style>` blocks (ignored), code fences and inline code; Unicode dashes,
   spaces and quotes (read as their ASCII forms).
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 
 from memorizing.ablation.fields import field_role, split_inline
 from memorizing.ablation.markup import Line, clean, normalise
+from memorizing.ablation.numerals import digits
 from memorizing.ablation.registry import names_component
 
 
@@ -52,15 +56,16 @@ CONTAINER_TITLE = re.compile(
     r"list of ablations)\b(?!\s*:)[\w\s()-]*(?::.*)?$")
 
 CONTAINER_WORD = re.compile(r"\b(?:ablations|ablation (?:plan|study|studies|list|queue)|plans?|experiments|runs|"
-                            r"ideas|todo|to-do|list|queue|proposals|candidates|studies)\b", re.I)
+                            r"ideas|todo|to-do|list|queue|proposals|candidates|studies|check-?list|run sheet|"
+                            r"batch)\b", re.I)
 
 ACTION_WORD = re.compile(r"\b(REMOVE|REPLACE|ADD)\b")
 
 
 # What a plan writes where it has no value: a REMOVE row's value cell, 'Values: n/a'. Never a value to parse.
 NO_VALUE = re.compile(r"^\s*(?:n\s*/\s*a|n\.a\.?|not applicable|[-–—]+|\(\s*(?:none|n\s*/\s*a|empty|[-–—]+)\s*\)|"
-                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|"
-                      r"nothing|empty|null|nil|"
+                      r"none (?:given|specified|needed|required|listed)|no values?(?: given| needed)?|nothing|"
+                      r"empty|null|nil|"
                       r"\.\.\.|tbd|\?+)\s*(?:\([^()]*\))?\s*[.;,]?\s*$", re.I)
 
 
@@ -106,7 +111,10 @@ TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 ITEM = re.compile(r"^(?P<indent>\s*)(?P<marker>[-*+•▪◦‣–]|\d{1,3}[.)]|[A-Za-z]\d{0,2}[.)]|\(\w{1,3}\))\s+"
                   r"(?P<text>\S.*)$")
 
-BOLD_LEAD = re.compile(r"^\s*\*\*(?P<title>[^*]+?)\*\*\s*(?P<rest>.*)$")
+# '**A. Retrieval count.** Replace k ...', or in italics, as memos write it: '*Gate behaviour.* Replace the gate ...'
+# (an italic lead ends with a period or colon: '*Note* that ...' is emphasis, not a title).
+BOLD_LEAD = re.compile(r"^\s*(?:\*\*(?P<title>[^*]+?)\*\*|(?P<m>[*_])(?P<italic>[^*_\s][^*_]{0,80}?[.:])(?P=m)"
+                       r"(?=\s+\S))\s*(?P<rest>.*)$")
 
 FIELD_LINE = re.compile(r"^\s*(?:\*{1,2}|_{1,2})?(?P<name>[A-Za-z][\w /&'()-]{0,40}?)\s*(?:\*{1,2}|_{1,2})?\s*:\s*"
                         r"(?:\*{1,2}|_{1,2})?"
@@ -124,6 +132,10 @@ class Entry:
 
 
 SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+
+# A title between runs of '=' or '~' ('== memory-layer sweep ==', as run sheets and wikis write them): a heading.
+BANNER = re.compile(r"^\s*(?P<mark>={2,6}|~{2,6})\s*(?P<title>[^=~\s](?:.*?[^=~\s])?)\s*(?P=mark)\s*$")
+BANNER_LEVEL = 3
 
 
 def entries(lines: list[Line]) -> list[Entry]:
@@ -147,6 +159,8 @@ def entries(lines: list[Line]) -> list[Entry]:
             out.append(Entry(line.number, 0, "blank", ""))
         elif (m := HEADING.match(raw)):
             out.append(Entry(line.number, 0, "heading", m[2].strip().strip("*").strip(), level=len(m[1])))
+        elif (m := BANNER.match(raw)):
+            out.append(Entry(line.number, 0, "heading", m["title"], level=BANNER_LEVEL))
         elif RULE.match(raw):
             out.append(Entry(line.number, indent, "rule", ""))
         elif TABLE_RULE.match(raw) and "-" in raw:
@@ -199,6 +213,11 @@ def _dash_field(text: str) -> str:
     return text
 
 
+def _lead(match: re.Match) -> str:
+    """The title of a bold or italic lead."""
+    return match["title"] or match["italic"]
+
+
 def _is_bold_marker(raw: str) -> bool:
     """'**A. Title.**' starts with '*' but is bold text, not a bullet."""
     return raw.lstrip().startswith("**")
@@ -221,8 +240,8 @@ def read_head(section: Section, text: str, has_body: bool = False) -> None:
     if not text.strip():
         return
     bold = BOLD_LEAD.match(text)
-    if bold and not field_role(bold["title"]) and not bold["rest"].startswith(":"):
-        section.title = strip_number(bold["title"])
+    if bold and not field_role(_lead(bold)) and not bold["rest"].startswith(":"):
+        section.title = strip_number(_lead(bold))
         text = bold["rest"].lstrip(" .:—–-")
         if not text:
             return
@@ -456,7 +475,12 @@ def _has_own_fields(body: list[Entry]) -> bool:
     """Whether a heading's body holds fields at its own level (then it is a section, its lists are values)."""
     if _is_field_list(body):
         return True
+    item = None
     for e in body:
+        if e.kind == "item":
+            item = e
+        if e.kind == "text" and item is not None and e.indent > item.indent:
+            continue  # '- name: fixed-gate' then '    action: replace': the item's field, not the heading's
         if e.kind in ("text", "item"):
             m = FIELD_LINE.match(e.text)
             if m and field_role(m["name"]) in ("part", "action", "values", "change"):
@@ -861,7 +885,7 @@ def _bold_lead_sections(body: list[Entry]) -> list[Section]:
     current = None
     for e in body:
         bold = BOLD_LEAD.match(e.text) if e.kind == "text" else None
-        if bold and not field_role(bold["title"]) and bold["rest"] and not bold["rest"].startswith(":"):
+        if bold and not field_role(_lead(bold)) and bold["rest"] and not bold["rest"].startswith(":"):
             current = Section(title="", line=e.number)
             read_head(current, e.text)
             sections.append(current)
@@ -969,7 +993,33 @@ def _sections_in_free_region(body: list[Entry]) -> list[Section]:
         if bold and len(bold) >= len(tops):
             return bold
         return _items_to_sections(body, tops)
-    return _bold_lead_sections(body) or _paragraph_sections(body) or _enumerated_sections(body)
+    return _bold_lead_sections(body) or _paragraph_sections(body) or _label_line_sections(body) or \
+        _enumerated_sections(body)
+
+
+# 'no-mem: kNN memory off entirely.' / 'k sweep: k in {8, 16, 64}.': a terse note, one labelled line per ablation.
+LABEL_LINE = re.compile(r"^(?P<label>[A-Za-z0-9][\w +/&'-]{0,30}?)\s*:\s+(?P<rest>\S.*)$")
+MAIL_HEADER = re.compile(r"^(?:subject|to|from|cc|bcc|re|date|sent|fwd?|attn|hi|hello|dear|thanks|cheers|"
+                         r"ps|p\.s)\b", re.I)
+
+
+def _label_line_sections(body: list[Entry]) -> list[Section]:
+    """Paragraphs of two or more lines that each start with a short label that is no field name and no mail
+    header: each line is one ablation, titled by its label."""
+    sections, paragraph = [], []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind == "text":
+            paragraph.append(e)
+            continue
+        labelled = [(e, LABEL_LINE.match(e.text)) for e in paragraph]
+        if len(paragraph) >= 2 and all(m and field_role(m["label"]) is None and not MAIL_HEADER.match(m["label"])
+                                       for _, m in labelled):
+            for line, m in labelled:
+                section = Section(title=m["label"].strip(), line=line.number)
+                section.add("prose", m["rest"])
+                sections.append(section)
+        paragraph = []
+    return sections
 
 
 def json_sections(text: str) -> list[Section] | None:
@@ -1018,10 +1068,14 @@ def _object_starts(text: str, start: int):
 
 
 def read_sections(text: str) -> list[Section]:
-    """The sections of a plan, in plan order."""
+    """The sections of a plan, in plan order; numbers written as words read as digits (titles stay as written)."""
     text = normalise(text)
-    if re.match(r"\s*(?:```\w*\s*)?[\[{]", text):
-        found = json_sections(text)
-        if found:
-            return found
-    return find_sections(clean(text))
+    found = json_sections(text) if re.match(r"\s*(?:```\w*\s*)?[\[{]", text) else None
+    return [_with_digits(s) for s in (found or find_sections(clean(text)))]
+
+
+def _with_digits(section: Section) -> Section:
+    for role in ("part", "action", "change", "prose"):
+        setattr(section, role, digits(getattr(section, role)))
+    section.values = [digits(v) for v in section.values]
+    return section

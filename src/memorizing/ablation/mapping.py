@@ -132,7 +132,9 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     items = explicit_items(section)
     targets = free_targets(section)
     action, said = read_action(section, items)
-    both = conjoined(section) if action == "REMOVE" and not items else []
+    # 'Runs: one run with both the memory and the XL cache turned off': a value that removes two things at once
+    both = conjoined(section) if action == "REMOVE" and not items or \
+        len(items) == 1 and re.search(r"\bboth\b", items[0].text) else []
     if both:
         return _remove_both(r, both, baseline)
     if action == "REMOVE":
@@ -258,7 +260,8 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             r.refusal = Refusal(parsed.reason, message)
             return
         changes = parsed.changes
-        if r.action == "ADD" and component.name == "memory_layers":
+        adds = re.match(r"\s*(?:add|adding|also add|plus)\b", item.text, re.I)  # 'add memory at layer 6'
+        if component.name == "memory_layers" and (r.action == "ADD" or adds):
             base = [n + 1 for n in ctx.baseline.memory_placement()]
             changes = {"memory.layers": sorted(set(base) | set(changes["memory.layers"]))}
         r.variants.append(Variant(item.text, title, item.text, changes))

@@ -34,6 +34,10 @@ OFF = re.compile(r"\b(?:off|false|no|none|without|disabled?|removed?|drop(?:ped)
 
 ON = re.compile(r"\b(?:on|true|yes|with|enabled?|added|add|activated?|keep)\b|^\s*1\s*$")
 
+# What a value is for, not what it is: '..., so that retrieval never crosses documents' says nothing about on/off.
+PURPOSE = re.compile(r"[,;]?\s+(?:so that|so as to|in order to|to (?:see|test|check|make sure|ensure|avoid)|because|"
+                     r"since)\b.*$")
+
 VAGUE = re.compile(r"\b(?:an?\s+(?:faster|slower|better|cheaper|different|other|new|alternative)|another|different|"
                    r"alternative|faster|cheaper|better|larger|bigger|smaller|higher|lower|more|fewer|less|tbd|"
                    r"to be (?:decided|determined|chosen|defined)|various|several|some|earlier|later|deeper|"
@@ -104,6 +108,7 @@ def switch(keys_of: Callable[[Context], tuple[str, ...]], label: str, extra_off:
     """On/off components: the memory branch, key/query normalisation, the per-document reset."""
     def parse(item: Item, ctx: Context) -> Parsed:
         t = words(outside_parens(item.text)) or words(item.text)
+        t = PURPOSE.sub("", t) or t  # 'clear it at each document, so that retrieval never crosses': a reason
         if numbers(re.sub(r"^\s*[01]\s*$", "", t)):
             return Parsed(problem=f"value {item.text!r} is not understood for {label}, which is on or off")
         special_off = bool(extra_off and re.search(extra_off, t))
@@ -366,10 +371,13 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
         return Parsed({"memory.layers": list(range(1, n + 1)) if first else list(range(depth - n + 1, depth + 1))})
     if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
         return Parsed({"memory.layers": list(range(1, depth + 1))})
-    if re.search(r"\b(?:last|final|top(?:most)?)\b", t) and not numbers(t):
-        return Parsed({"memory.layers": [depth]})
-    if re.search(r"\b(?:first|bottom|lowest)\b", t) and not numbers(t):
-        return Parsed({"memory.layers": [1]})
+    for position, layer in ((r"\b(?:last|final|top(?:most)?)\b", depth), (r"\b(?:first|bottom|lowest)\b", 1)):
+        if re.search(position, t) and not numbers(t):
+            said = [n.integer for n in numbers(words(parens(text)))]
+            if any(n != layer for n in said):  # 'the final layer (layer 11)' in a 12-layer model: which one?
+                return Parsed(problem=f"value {text!r} names layer {layer} by its position but also layer "
+                                      f"{', '.join(map(str, said))}: name the layer by its number (1..{depth})")
+            return Parsed({"memory.layers": [layer]})
     if re.search(r"(?<![\w.])\d+\s+(?:\w+\s+)?layers\b|\b(?:two|three|four|several|multiple)\s+(?:\w+\s+)?layers\b",
                  t) and not re.search(r"\blayers\s+\d", t):
         return Parsed(problem=f"value {text!r} says how many memory layers, not which: name the layers "

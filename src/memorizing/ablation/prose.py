@@ -167,6 +167,11 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
             left = _left_out(target, taken)
             if taken and left:
                 return Said(problem=_partial_problem(component, taken, left), partial=True)
+            failed = _failed(component, target, taken, ctx) if taken else None
+            if failed:  # 'layer 4, and, in a separate run, the final layer (layer 11)': not just the first
+                return Said(problem=f"the text gives {', '.join(repr(i.text) for i in taken)} for "
+                                    f"{component.label} but also {failed.text!r}, which is not understood: "
+                                    f"{component.parse(failed, ctx).problem}", partial=True)
             items += taken
         if items:
             return Said(items)
@@ -199,6 +204,18 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
         elif nums and not problem:
             problem = parsed.problem or ""
     return items if items or not problem else problem
+
+
+def _failed(component: Component, target: str, taken: list[Item], ctx: Context) -> Item | None:
+    """A piece of a value list that names the component (its cue) but does not parse: a value the list asks
+    for that cannot be read, so taking the others alone would run part of the plan's study."""
+    whole = [t.text for t in taken]
+    for p in split_values(target):
+        if p.text in whole or any(p.text in t for t in whole) or not _cued(component, p.text):
+            continue
+        if component.parse(p, ctx).changes is None:
+            return p
+    return None
 
 
 def _left_out(target: str, taken: list[Item]) -> list[Item]:

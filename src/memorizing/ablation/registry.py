@@ -193,7 +193,9 @@ COMPONENTS = (
                                r"\bcross-document|(?:not|never|no longer|"
                                r"stop\w*) (?:be(?:ing)? )?(?:cleared|clearing|wiped|wiping|reset(?:ting)?|flush\w*|"
                                r"emptied|emptying)",
-                     extra_on=r"\bclear(?:ed)? at (?:each|every)"),
+                     extra_on=r"\bclear(?:ed)? at (?:each|every)|\b(?:clear|wipe|flush|empty|reset)\w*\b[^.;]{0,40}\b"
+                              r"(?:whenever|each time|every time|at the start of|when (?:a|each|every) (?:new )?"
+                              r"(?:document|file))"),
         "on/off", fixed({"memory.reset": False}), fixed({"memory.reset": True})),
     Component(
         "model", "model size", ("model.depth", "model.dim", "model.heads", "model.head_dim"),
@@ -204,7 +206,8 @@ COMPONENTS = (
           r"(?:the\s+)?(?:ffn|feed[- ]?forward|mlp)))", 3),
          (r"number of (?:transformer )?layers", 3), (r"(?:bigger|larger|smaller|deeper) (?:model|network|net)\b", 3),
          (r"\bheads\b", 1)),
-        r"(?<![\w.])(?<!\ball )\d+\s*-?\s*layers\b|\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
+        r"(?<![\w.])(?<!\ball )(?<!last )(?<!final )(?<!first )(?<!top )(?<!bottom )\d+\s*-?\s*layers\b|"
+        r"\bheads\b|\bdepth\b|\bwidth\b|d[ _]?model", model_parse,
         "'24 layers', '16 heads of 64', 'width 2048'",
         open_choice("the model cannot be removed"),
         open_choice("ADD to the model does not say what: REPLACE its depth, width or heads with values"),

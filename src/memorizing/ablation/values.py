@@ -85,7 +85,8 @@ KEPT = re.compile(
     r"(?:with it|accordingly|along)\b|\bstays?\b|\bremains?\b|\bas in the baseline\b|\bas before\b|\bincluding\b|"
     r"\bwould have liked\b|\bunlike\b|\bnot (?:available|supported)\b|\bunsupported\b|\bleav(?:e|es|ing)\b|"
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b|"
-    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
+    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|"
+    r"\+[^,;]*\bonly\s*$|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
     r"\ball (?:else|other(?: settings| components)?) (?:equal|the same|unchanged|fixed|as in the baseline)\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
@@ -174,8 +175,8 @@ BASELINE_MARK = re.compile(r"\(\s*(?:=\s*)?(?:the\s+)?(?:baseline|paper|current|
                            r"reference|control)\b[^)]*\)|[—–-]\s*(?:the\s+)?baseline\s*$|\s=\s*baseline\b", re.I)
 PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\s*[kK]?\s*(?:lists?|probes?|buckets?|"
                             r"bits?|(?:hash )?tables?|clusters?|centroids?|cells?|sub-?quanti[sz]ers?|codes?|"
-                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|"
-                            r"m\s*=\s*\d+|ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
+                            r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|"
+                            r"ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
 EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
@@ -217,7 +218,8 @@ def split_values(text: str) -> list[Item]:
     ranged = _expand_range(text)
     if ranged is not None:
         return [Item(t) for t in ranged]
-    text = FROM_TO.sub("", text)  # 'from 512 to 256 tokens': the new value
+    if not re.search(r"\bin steps of|\bpowers? of|\bdoubling|\bhalving|\bfactors? of|\bevery \d", text, re.I):
+        text = FROM_TO.sub("", text)  # 'from 512 to 256 tokens': the new value (a sweep is no such change)
     pieces = _split_top(text)
     pieces = _merge_parameters(pieces)
     pieces = _share_units(pieces)
@@ -257,6 +259,14 @@ def _expand_range(text: str) -> list[str] | None:
         return None
     step = m["step"].lower()
     unit = m["unit"].strip()
+    said_step = re.search(r",?\s*(?:\bin\s+|\bby\s+)?(?:powers? of (?:two|2)|doubling\w*|halving\w*|"
+                          r"quadrupling\w*)(?:\s+each time)?\s*$", unit, re.I)
+    if said_step:  # 'k from 8 to 64 in powers of two': the step, not a unit
+        step, unit = f"{step} {said_step.group(0).lower()}", unit[:said_step.start()].strip()
+    prefix = text[:m.start()].strip()
+    if prefix and not re.fullmatch(r"[\w|ℓ-]{1,12}(?:\s*[=:])?", prefix):
+        return None
+    prefix = re.sub(r"\s*[=:]$", "", prefix)
     lo, hi = a[0].value, b[0].value
     factor = 2 if re.search(r"doubl|x\s*2|2\s*x|powers? of (?:two|2)|halv", step) else \
         4 if re.search(r"x\s*4|4\s*x|quadrupl", step) else None
@@ -268,7 +278,7 @@ def _expand_range(text: str) -> list[str] | None:
         v *= factor
     if lo > hi:
         values.reverse()
-    return [f"{_fmt(v)}{(' ' + unit) if unit else ''}" for v in values]
+    return [f"{(prefix + ' = ') if prefix else ''}{_fmt(v)}{(' ' + unit) if unit else ''}" for v in values]
 
 
 def _fmt(v: float) -> str:
@@ -306,7 +316,7 @@ def _separator_at(text: str, i: int) -> int:
         if re.search(r"\blayers\s+\d+(?:\s*,\s*\d+)*\s*$", text[:i], re.I) and re.match(r",\s*\d", rest):
             return 0  # 'layers 4, 8 and 12' is one set of layers
         return 1
-    m = re.match(r"\s+/\s+", rest)
+    m = re.match(r"\s+[/|]\s+", rest)  # '8K / 16K', 'layer 6 | layer 9': one variant each
     if m:
         return m.end()
     fifty_fifty = re.search(r"(?<!\d)50$", text[:i]) and rest.startswith("/50")  # one mix, not two values
