@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from conftest import scramble, tiny_config
-from memorizing import ConfigError, MemorizingTransformer, load_model, save_model
+from models import scramble, tiny_config
+from memorizing import MemorizingTransformer, load_model, save_model
 from memorizing.model.position import RelativePositionBias, log_buckets
 
 LANES, SEGMENT = 3, 32
@@ -345,27 +345,3 @@ def test_load_refuses_a_truncated_weights_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(Exception, match="corrupted or truncated"):
         load_model(tmp_path)
-
-
-@pytest.mark.parametrize("key, value, words", [
-    ("memory.size", "-1", "memory.size = -1"),
-    ("memory.gate", "1.5", "[0, 1]"),
-    ("memory.layers", "7", "layer 7 is out of range"),
-    ("memory.search", "hnsw", "'exact', 'bucketed', 'ivf'"),
-    ("memory.ivf_probe", "-1", "memory.ivf_probe = -1"),
-    ("memory.position_bias", "rope", "'t5-relative'"),
-    ("memory.combine", "sum", "'gate', 'fixed', 'joint'"),
-])
-def test_invalid_config_values_name_key_value_and_allowed(key, value, words):
-    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        tiny_config().override([f"{key}={value}"])
-
-
-def test_fixed_combine_without_gate_value_is_refused():
-    with pytest.raises(ConfigError, match="needs memory.gate"):
-        tiny_config().override(["memory.combine=fixed"])
-
-
-def test_unknown_key_suggests_close_matches():
-    with pytest.raises(ConfigError, match="memory.top_k"):
-        tiny_config().override(["memory.topk=3"])

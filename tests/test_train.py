@@ -212,3 +212,13 @@ def test_progress_is_plain_lines_when_stderr_is_a_file(tmp_path, corpus):
                        stdout=f, stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     text = log.read_text()
     assert "\r" not in text and "train: 5/5 steps" in text
+
+
+def test_tensorboard_events_beside_the_jsonl_record(tmp_path, corpus):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--corpus", corpus, "--quiet", "--set", "train.steps=5",
+                 "--set", "train.log_every=1", "--set", "train.tensorboard=true", "--set", "data.eval_tokens=0",
+                 "--out", str(run)]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 5
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())

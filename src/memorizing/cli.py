@@ -139,8 +139,13 @@ def cmd_keys(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from memorizing.ablation.runner import run_study
-    return run_study(args)
+    from memorizing.ablation.runner import StudyOptions, run_study
+    command = "memorizing " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("memorizing") else None
+    return run_study(StudyOptions(
+        plan=args.plan, preset=args.preset, corpus=args.corpus, sets=args.sets, seeds=args.seeds, out=args.out,
+        dry_run=args.dry_run, resolve=args.resolve, jobs=args.jobs, shard=args.shard, start=args.start,
+        finetune_steps=args.finetune_steps, init_from=args.init_from, controls=not args.no_controls,
+        quiet=args.quiet, command=command))
 
 
 def cmd_report(args) -> int:

@@ -29,6 +29,7 @@ from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
 from memorizing.evaluate import evaluate, held_out
 from memorizing.files import atomic_write
+from memorizing.metrics_log import MetricsLog
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
 from memorizing.model.warm_start import load_weights_from, trainable
 from memorizing.progress import progress as progress_reporter
@@ -166,6 +167,23 @@ def check_run_folder(out: Path, config: Config, resume: bool) -> None:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out.")
 
 
+def train_to_end(config: Config, out: str | Path, progress: bool = True, log=print) -> dict:
+    """The summary of the finished run in `out`, training it first: from the start, or from its checkpoint if it
+    was interrupted (a folder started but never checkpointed holds nothing to keep and starts over)."""
+    out = Path(out)
+    if not (out / SUMMARY).exists():
+        resume = any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old"))
+        if not resume and out.exists():
+            shutil.rmtree(out)
+        train(config, out, resume=resume, progress=progress, log=log)
+    return json.loads((out / SUMMARY).read_text())
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    """The logged steps of the run in `out` (metrics.jsonl)."""
+    return [json.loads(line) for line in (Path(out) / METRICS).read_text().splitlines()]
+
+
 def train(config: Config, out: str | Path, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train (or, with resume, continue) a run into the folder `out`; returns the run's summary.
     Under torchrun every process calls this: see distributed.py."""
@@ -225,7 +243,7 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
         f"{f'; {ranks.world} processes' if ranks.world > 1 else ''}")
     tokens_per_step = config.data.lanes * config.data.segment
     bar = progress_reporter(progress, total=t.steps, initial=start, unit="steps", desc="train")
-    metrics = open(out / METRICS, "a") if ranks.main else None
+    metrics = MetricsLog(out / METRICS, t.tensorboard) if ranks.main else None
     # A run whose time budget (train.time_budget) ran out has ended, at the step its checkpoint records.
     for step in range(start, stats.get("budget_step", t.steps)):
         began = time.perf_counter()
@@ -277,12 +295,10 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
                 record = (record or {"step": step + 1, "train_seconds": stats["train_seconds"]}) | {
                     "valid_loss": valid["loss"], "valid_ppl": valid["ppl"]}
             if record:
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                metrics.write(record)
         if (step + 1) % t.checkpoint_every == 0 or last:
             if metrics:
-                metrics.flush()
-                os.fsync(metrics.fileno())
+                metrics.sync()
             save_checkpoint(out, model, optimizer, state, stream, step + 1, {"stats": stats}, ranks)
         if last:
             break

@@ -9,7 +9,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -191,7 +190,7 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
     """Train (or resume) and evaluate one run; returns its ledger record. Runs in a worker process too. A trunk
     is trained, not evaluated; a run that starts from a trunk reads it from the study folder."""
     from memorizing.evaluate import evaluate_run
-    from memorizing.train import SUMMARY, train
+    from memorizing.train import read_metrics, train_to_end
 
     torch.set_num_threads(threads)
     config = Config.from_dict(config_dict)
@@ -203,18 +202,13 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
     started = time.time()
     record = {"run": run_id(key, seed, trunk), "key": key, "seed": seed}
     try:
-        if not (run_dir / SUMMARY).exists():
-            resume = (run_dir / "checkpoint").exists() or (run_dir / ".checkpoint.old").exists()
-            if not resume and run_dir.exists():
-                shutil.rmtree(run_dir)  # started but never checkpointed: nothing to keep
-            train(config, run_dir, resume=resume, progress=progress, log=lambda *_: None)
-        summary = json.loads((run_dir / SUMMARY).read_text())
+        summary = train_to_end(config, run_dir, progress=progress, log=lambda *_: None)
         record.update(status="ok", parameters=summary["parameters"], tokens_per_s=summary["tokens_per_s"],
                       peak_rss_mib=summary["peak_rss_mib"], train_seconds=summary["train_seconds"],
                       steps=summary["steps"])
         if not trunk:
             result = evaluate_run(run_dir)
-            curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            curve = read_metrics(run_dir)
             record.update(ppl=result["ppl"], bits_per_token=result["bits_per_token"], tokens=result["tokens"],
                           documents=result["documents"], by_position=result["by_position"],
                           **{k: result.get(k) for k in ("search_recall_at_k", "search_recall_by_fill",
@@ -245,13 +239,35 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise UserError(f"--shard {text!r} is invalid: write I/N with 1 <= I <= N, e.g. --shard 2/4.") from None
 
 
-def run_study(args) -> int:
+@dataclass
+class StudyOptions:
+    """What `memorizing ablate` was asked for (its flags, one field each)."""
+    plan: str | None = None  # None: the built-in seed plan
+    preset: str = "cpu"
+    corpus: str | None = None
+    sets: list[str] | None = None
+    seeds: int = 3
+    out: str = "runs/ablation"
+    dry_run: bool = False
+    resolve: str | None = None
+    jobs: int | None = None  # None: one per core on a CPU machine, 1 with a GPU
+    shard: str = "1/1"
+    start: str | None = None
+    finetune_steps: int | None = None
+    init_from: str | None = None
+    controls: bool = True
+    quiet: bool = False
+    command: str | None = None  # the command line, recorded in the study
+
+
+def run_study(args: StudyOptions) -> int:
+    args.sets = args.sets or []
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
     understood = understand(args.plan, args.preset, args.corpus, args.sets)
     shard_i, shard_n = parse_shard(args.shard)
     options = {"start": args.start, "finetune_steps": args.finetune_steps, "init_from": args.init_from,
-               "with_controls": not args.no_controls}
+               "with_controls": args.controls}
     if args.dry_run:  # what was understood, then the problems (exit status 2) or the resolved plan
         study = plan_study(args.plan, args.preset, args.corpus, args.sets, args.seeds, understood, partial=True,
                            **options)
@@ -274,7 +290,7 @@ def run_study(args) -> int:
     trunks = trunk_runs(study, mine)  # every shard trains the trunks its runs need (they are deterministic)
 
     folder = Path(args.out)
-    study["command"] = "memorizing " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("memorizing") else None
+    study["command"] = args.command
     existing = folder / STUDY
     if existing.exists():
         previous = json.loads(existing.read_text())

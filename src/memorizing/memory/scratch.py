@@ -1,8 +1,7 @@
 """Reused work buffers for the memory's hot paths.
 
-On CPUs a fresh tensor of tens of MB costs more in page faults than the arithmetic that fills it (a 268 MB score
-block: 112 ms of faults against a 66 ms matmul), so search and the memory branch's backward write into buffers
-kept here by shape. A buffer is only ever used inside one call that does not keep it: never saved for backward,
+On CPUs a fresh tensor of tens of MB can cost more in page faults than the arithmetic that fills it, so search and
+the memory branch's backward write into buffers kept here by shape. A buffer is only ever used inside one call that does not keep it: never saved for backward,
 never returned.
 """
 

@@ -1,9 +1,9 @@
 """Top-k search over a lane's memory, exact or approximate, and recall measurement.
 
-Every back-end has the same signature: queries [B, H, L, D], keys [B, H, S, D] (a memory's slots in storage
-order, store.py), valid [B, S] -> (indices [B, H, L, k], scores [B, H, L, k]), best first; a score is the
-inner product of query and key (both already normalised when qk_norm is on), -inf where a lane holds fewer
-than k entries. Search carries no gradient: the memory branch takes these scores as its logits and gives them
+`search(queries [B, H, L, D], keys [B, H, S, D], valid [B, S], k, backend, buckets)` (keys: a memory's slots in
+storage order, store.py) -> (slots [B, H, L, k], scores [B, H, L, k]), best first; a score is the inner product
+of query and key (both already normalised when qk_norm is on), -inf where a lane holds fewer than k entries.
+The back-ends `_exact` and `_bucketed` choose the top k from one block of scores. Search carries no gradient: the memory branch takes these scores as its logits and gives them
 their gradient itself (gathered.py).
 
 - `exact`: dense scores and torch.topk, on the model's device.
@@ -37,7 +37,7 @@ def _bucketed(scores: torch.Tensor, k: int, buckets: int) -> tuple[torch.Tensor,
     # The winning slot inside each chosen bucket: an argmax over that bucket's contiguous block of scores.
     block = torch.arange(pairs * length, device=scores.device).view(pairs, length, 1) * buckets + bucket
     chosen = torch.index_select(scores.view(-1, rows), 0, block.flatten(), out=scratch((block.numel(), rows), scores))
-    row = chosen.max(-1).indices.view(pairs, length, k)  # max's indices: a third faster than argmax on CPUs
+    row = chosen.max(-1).indices.view(pairs, length, k)  # max's indices: faster than argmax on CPUs
     return top, bucket * rows + row
 
 
