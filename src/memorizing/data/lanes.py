@@ -3,7 +3,8 @@
 A lane takes the next document from a shared, seeded order when its current one ends, and flags `reset` on the
 first segment of every document so the model clears that lane's XL cache and memory. A segment never mixes two
 documents: the tail of a document is padded and masked out of the loss. Targets are the next bytes, so the last
-target of a segment is the first byte of the next one.
+target of a segment is the first byte of the next one. With `encode` (a pretrained model's tokenizer) tokens are
+its token ids instead of bytes, and positions count tokens.
 """
 
 from dataclasses import dataclass
@@ -32,14 +33,17 @@ class LaneStream:
     the stream ends when all are done.
     """
 
-    def __init__(self, documents: list[Document], lanes: int, segment: int, seed: int = 0, loop: bool = True):
+    def __init__(self, documents: list[Document], lanes: int, segment: int, seed: int = 0, loop: bool = True,
+                 encode=None):
+        """`encode`: bytes -> token ids [N] (np.ndarray); None: tokens are bytes."""
         self.documents, self.lanes, self.segment, self.seed, self.loop = documents, lanes, segment, seed, loop
         self.epoch, self.cursor = 0, 0  # position in the current epoch's order
         self.order = self._order(0)
         self.lane_doc = [-1] * lanes  # document index per lane (-1: none yet / finished)
         self.lane_offset = [0] * lanes
-        self.arrays = [np.frombuffer(d.data, dtype=np.uint8) for d in documents]
-        self.span_masks = [self._span_mask(d) for d in documents]
+        self.arrays = [np.frombuffer(d.data, dtype=np.uint8) if encode is None else encode(d.data) for d in documents]
+        # recalled spans are marked in bytes: kept only where tokens are bytes
+        self.span_masks = [self._span_mask(d) if encode is None else None for d in documents]
 
     @staticmethod
     def _span_mask(document: Document) -> np.ndarray | None:
