@@ -3,6 +3,9 @@ initialised GPT-2 and Llama models built here (offline): the pretrained model is
 memory is causal, lanes are isolated and reset, and a retrofitted run saves, loads, trains and evaluates."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +235,11 @@ def test_without_the_extra_the_message_says_how_to_install_it(monkeypatch, tmp_p
     monkeypatch.setattr(pretrained, "transformers", None)
     with pytest.raises(UserError, match=r"optional extra `hf`.*pip install .*\[hf\]"):
         pretrained.source_config(f"hf:{tmp_path}")
+
+
+def test_the_pretrained_memory_benchmark_runs_end_to_end_on_a_tiny_llama():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrained_memory.py"
+    result = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["gate_closed_identical"] and len(summary["rows"]) == 5

@@ -184,7 +184,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
         "by_position": {name: {"ppl": math.exp(s / n), "tokens": n} for name, (s, n) in buckets.items() if n},
     }
     if encode is not None:  # the documents' bytes that were predicted: all but each first token's
-        predicted = sum(len(d.data) - len(model.decode(a[:1])) for d, a in zip(documents, stream.arrays))
+        predicted = sum(len(d.data) - len(model.decode(stream.tokens(i)[:1])) for i, d in enumerate(documents))
         result["bits_per_byte"] = nll_total / math.log(2) / max(1, predicted)
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
