@@ -8,6 +8,8 @@ from pathlib import Path
 from memorizing.errors import TrainingDiverged, UserError
 
 CORPUS_HELP = "python-stdlib (default), text:PATH, recall, pg19, enwik8 or arxiv"
+INIT_HELP = ("start from a trained run folder (RUN_DIR), or from a pretrained Hugging Face causal LM with the memory "
+             "branch added (hf:PATH, a folder with config.json or a .gguf file; needs the extra hf)")
 
 
 def _config_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model into a run folder")
     _config_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    p.add_argument("--init-from", metavar="SOURCE", help=INIT_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -65,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "initialisation (default: the preset's; cpu: warm)")
     p.add_argument("--finetune-steps", type=int, metavar="N", help="steps of each variant after its trunk (warm, "
                    "--init-from; default: the preset's, cpu 300)")
-    p.add_argument("--init-from", metavar="RUN_DIR", help="fine-tune every variant from this trained run folder")
+    p.add_argument("--init-from", metavar="SOURCE", help="fine-tune every variant from this trained run folder, "
+                   "or from a pretrained model (hf:PATH, see train --init-from)")
     p.add_argument("--no-controls", action="store_true", help="leave out the two controls a study with memory "
                    "adds (the baseline without its memory branch, and with its gate fixed at 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,12 +86,12 @@ def cmd_train(args) -> int:
     from memorizing.config import Config, build_config
     from memorizing.train import train
     out = Path(args.out)
-    if args.resume and not (args.config or args.preset or args.corpus or args.sets):
+    if args.resume and not (args.config or args.preset or args.corpus or args.sets or args.init_from):
         if not (out / "config.toml").exists():
             raise UserError(f"--resume: {out} holds no run (no config.toml): start it without --resume.")
         config = Config.load(out / "config.toml")
     else:
-        config = build_config(args.config, args.preset, args.corpus, args.sets)
+        config = build_config(args.config, args.preset, args.corpus, args.sets, init_from=args.init_from)
     summary = train(config, out, resume=args.resume, progress=not args.quiet)
     print(f"trained {summary['steps']} steps: loss {summary['final_loss']:.4f}, "
           f"{summary['tokens_per_s']:,.0f} tokens/s; model saved in {out}")
@@ -101,8 +105,9 @@ def cmd_eval(args) -> int:
     with progress(not args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
         result = evaluate_run(args.dir, args.split, args.corpus, args.sets, progress=bar)
     atomic_write(Path(args.dir) / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-    print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token over "
-          f"{result['tokens']:,} tokens in {result['documents']} documents")
+    per_byte = f", {result['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in result else ""
+    print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token{per_byte} over"
+          f" {result['tokens']:,} tokens in {result['documents']} documents")
     for name, bucket in result["by_position"].items():
         print(f"  position {name:>9}: perplexity {bucket['ppl']:.4f} ({bucket['tokens']:,} tokens)")
     if "recall_span_loss" in result:
@@ -124,6 +129,10 @@ def cmd_generate(args) -> int:
     if args.tokens < 0:
         raise UserError(f"--tokens {args.tokens} is invalid: give a number of bytes >= 0.")
     model = load_model(args.dir)
+    if hasattr(model, "tokenizer"):
+        raise UserError(f"{args.dir} holds a pretrained model with memory (train.init_from = "
+                        f"{model.config.train.init_from!r}): generate samples byte models only; use the model's "
+                        f"own generate() in transformers for sampling.")
     text = generate(model, args.prompt.encode(), args.tokens, args.temperature, args.top_k, args.seed)
     sys.stdout.write(args.prompt + text.decode("utf-8", errors="replace") + "\n")
     return 0

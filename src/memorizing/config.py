@@ -16,9 +16,11 @@ import tomli_w
 
 from memorizing.errors import UserError
 
+HF_PREFIX = "hf:"  # train.init_from = "hf:PATH": a pretrained Hugging Face model (model/pretrained.py)
 SEARCH_BACKENDS = ("exact", "bucketed", "ivf")
 COMBINE_MODES = ("gate", "fixed", "joint")
 POSITION_BIASES = ("none", "t5-relative", "learned-absolute")
+ROTARY_MODES = ("unrotated", "rotated")
 
 
 class ConfigError(UserError):
@@ -70,6 +72,9 @@ class MemoryConfig:
     position_bias: str = "none"  # none (the paper) | t5-relative | learned-absolute
     bias_buckets: int = 32  # buckets of the memory position bias
     reset: bool = True  # clear a lane's memory when a new document starts in it (the paper); false keeps it
+    # Pretrained models with rotary position embeddings (model/pretrained.py): memory keeps keys and is searched
+    # by queries before the rotation (unrotated, as Focused Transformer does), or after it (rotated).
+    rotary: str = "unrotated"
 
 
 @dataclass
@@ -114,6 +119,8 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda, cuda:N
     precision: str = "fp32"  # fp32, or bf16 (autocast; for GPUs)
     # Start from the weights of a finished run (its folder); the memory branch may be new (model/warm_start.py).
+    # "hf:PATH": a pretrained Hugging Face causal LM (a folder with config.json, or a .gguf file) with the memory
+    # branch added (model/pretrained.py); model.* is then read from it.
     init_from: str = ""
     freeze: str = "none"  # none (everything trains) | trunk (only the memory layers' attention and memory branch)
 
@@ -210,6 +217,7 @@ class Config:
         _choice("memory.combine", mem.combine, COMBINE_MODES)
         _choice("memory.search", mem.search, SEARCH_BACKENDS)
         _choice("memory.position_bias", mem.position_bias, POSITION_BIASES)
+        _choice("memory.rotary", mem.rotary, ROTARY_MODES)
         if mem.combine == "fixed":
             if mem.gate is None:
                 raise ConfigError("memory.combine = 'fixed' needs memory.gate: set memory.gate to a value in "
@@ -406,11 +414,18 @@ def preset(name: str) -> Config:
 
 
 def build_config(config_file: str | None = None, preset_name: str | None = None,
-                 corpus: str | None = None, assignments: list[str] | None = None) -> Config:
-    """The one place a run's configuration is assembled: preset, then file, then --corpus, then --set."""
+                 corpus: str | None = None, assignments: list[str] | None = None,
+                 init_from: str | None = None) -> Config:
+    """The one place a run's configuration is assembled: preset, then file, then --corpus, then --init-from (a
+    pretrained model's shape replaces model.*), then --set."""
     config = preset(preset_name) if preset_name else Config()
     if config_file:
         config.update(Config.read_toml(config_file), source=config_file)
     if corpus:
         config.data.corpus = corpus
+    if init_from:
+        config.train.init_from = init_from
+        if init_from.startswith(HF_PREFIX):
+            from memorizing.model.pretrained import derive_config, source_config
+            config = derive_config(config, source_config(init_from))
     return config.override(assignments or [])

@@ -61,8 +61,7 @@ class _SearchRecall:
         self.edges = torch.tensor([edge for edge, _ in FILL_BUCKETS[1:]])
         self.hits, self.total = torch.zeros(len(FILL_BUCKETS)), torch.zeros(len(FILL_BUCKETS))
         self.samples, self.cap = torch.zeros(len(FILL_BUCKETS)), samples_per_bucket
-        self.handles = [model.blocks[i].attn.memory.register_forward_pre_hook(self._hook)
-                        for i in model.memory_layers]
+        self.handles = [memory.register_forward_pre_hook(self._hook) for memory in model.memory_attentions()]
 
     def _hook(self, module, args):
         queries, memory = args[0], args[1]
@@ -89,7 +88,7 @@ class _RecallSpans:
     attention weight the best head puts on it."""
 
     def __init__(self, model, documents: list[Document]):
-        self.layer = model.blocks[model.memory_layers[0]].attn.memory if model.memory_layers else None
+        self.layer = model.memory_attentions()[0] if model.memory_layers else None
         if self.layer is not None:
             self.layer.record = True
         self.correct = {i: np.zeros(len(d.data), dtype=bool) for i, d in enumerate(documents) if d.spans}
@@ -135,8 +134,10 @@ class _RecallSpans:
 @torch.no_grad()
 def evaluate(model, documents: list[Document], lanes: int, segment: int, measure_recall: bool = False,
              progress=None, length: int = 0) -> dict:
-    """Stream `documents` (each read once, cut at `length` bytes if they were) through `lanes` lanes."""
-    stream = LaneStream(documents, lanes, segment, loop=False)
+    """Stream `documents` (each read once, cut at `length` bytes if they were) through `lanes` lanes. A pretrained
+    model reads them as its tokenizer's tokens (model.encode); its result adds bits per byte of the documents."""
+    encode = getattr(model, "encode", None)  # None: tokens are bytes
+    stream = LaneStream(documents, lanes, segment, loop=False, encode=encode)
     device = next(model.parameters()).device
     state = model.init_state(lanes)
     nll_total, count = 0.0, 0
@@ -144,7 +145,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     buckets = {bucket_name(a, b): [0.0, 0] for a, b in edges}
     recall_nll, recall_count = 0.0, 0
     search_recall = _SearchRecall(model) if measure_recall and model.memory_layers else None
-    spans = _RecallSpans(model, documents) if any(d.spans for d in documents) else None
+    spans = _RecallSpans(model, documents) if encode is None and any(d.spans for d in documents) else None
     was_training = model.training
     model.eval()
     try:
@@ -182,6 +183,9 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
         "documents": len(documents),
         "by_position": {name: {"ppl": math.exp(s / n), "tokens": n} for name, (s, n) in buckets.items() if n},
     }
+    if encode is not None:  # the documents' bytes that were predicted: all but each first token's
+        predicted = sum(len(d.data) - len(model.decode(stream.tokens(i)[:1])) for i, d in enumerate(documents))
+        result["bits_per_byte"] = nll_total / math.log(2) / max(1, predicted)
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count
@@ -205,8 +209,10 @@ def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrid
         raise UserError(f"{d.corpus}: no {split} document is at least data.eval_min_length = {d.eval_min_length} "
                         f"bytes long: lower data.eval_min_length.")
     update = None
-    if progress is not None:  # a memorizing.progress reporter
-        progress.total, update = sum(len(doc.data) - 1 for doc in documents), progress.update
+    if progress is not None:  # a memorizing.progress reporter; a tokenizer's count is known only once read
+        tokens_are_bytes = getattr(model, "encode", None) is None
+        progress.total = sum(len(doc.data) - 1 for doc in documents) if tokens_are_bytes else None
+        update = progress.update
     searched = measure_recall and bool(model.memory_layers) and config.memory.search != "exact"
     result = evaluate(model, documents, d.lanes, d.segment, measure_recall=searched, progress=update,
                       length=d.eval_length)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
-from memorizing.config import Config
+from memorizing.config import HF_PREFIX, Config
 from memorizing.data.corpora import FEW_DOCUMENTS, CorpusError, load_corpus, split_documents
 from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
@@ -133,7 +133,7 @@ def load_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, rank
         if trainer.get("world", 1) != ranks.world:
             raise UserError(f"--resume: the checkpoint in {final} was written by {trainer.get('world', 1)} "
                             f"process(es); resume it with the same number (now {ranks.world}).")
-        device = model.embed.weight.device
+        device = next(model.parameters()).device
         missing, unexpected = load_safetensors_model(model, str(final / "model.safetensors"), strict=False,
                                                      device=str(device))
         if missing or unexpected:
@@ -189,6 +189,9 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     Under torchrun every process calls this: see distributed.py."""
     out = Path(out)
     config.validate()
+    if config.train.init_from.startswith(HF_PREFIX):  # model.* is the pretrained model's
+        from memorizing.model.pretrained import derive_config, source_config
+        config = derive_config(config, source_config(config.train.init_from)).validate()
     check_run_folder(out, config, resume)
     corpus = load_corpus(config.data)
     if len(corpus) < FEW_DOCUMENTS and int(os.environ.get("RANK", "0")) == 0:
@@ -215,13 +218,20 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
         log(f"{out}: stopped before its first checkpoint; starting it again from step 0")
         resume = False
     torch.manual_seed(t.seed)
-    model = MemorizingTransformer(config).to(device)
-    if t.init_from and not resume:  # a resumed run has its own weights in its checkpoint
+    if t.init_from.startswith(HF_PREFIX):  # a pretrained model with the memory branch added (also on resume)
+        from memorizing.model.pretrained import PretrainedMemorizing
+        model = PretrainedMemorizing.from_source(t.init_from, config).to(device)
+        log(f"pretrained {type(model.lm).__name__} from {t.init_from.removeprefix(HF_PREFIX)}; memory branch in "
+            f"layers {[i + 1 for i in model.memory_layers] or 'none'}")
+    else:
+        model = MemorizingTransformer(config).to(device)
+    if t.init_from and not t.init_from.startswith(HF_PREFIX) and not resume:  # a resumed run has its own weights
         fresh = load_weights_from(model, t.init_from)
         log(f"weights from {t.init_from}; starting from their initialisation: {', '.join(fresh) or 'nothing'}")
     optimizer = make_optimizer(model, config)
     order_seed = t.seed if config.data.order_seed < 0 else config.data.order_seed
-    stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=order_seed, loop=True)
+    stream = LaneStream(documents, config.data.lanes, config.data.segment, seed=order_seed, loop=True,
+                        encode=getattr(model, "encode", None))
     state = model.init_state(lanes.stop - lanes.start)
     forward = torch.nn.parallel.DistributedDataParallel(model) if ranks.world > 1 else model
     forward = torch.compile(forward) if t.compile else forward

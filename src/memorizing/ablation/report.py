@@ -186,7 +186,8 @@ def _start_sentence(report: dict) -> str:
                 f"data order; comparisons are paired by trunk. `--start scratch` trains every variant from "
                 f"initialisation instead and answers what each part buys when the network learns with it.")
     if report["start"] == "init":
-        return (f"Every variant is fine-tuned for {report['finetune_steps']} steps from the trained run "
+        source = "pretrained model" if report["init_from"].startswith("hf:") else "trained run"
+        return (f"Every variant is fine-tuned for {report['finetune_steps']} steps from the {source} "
                 f"`{report['init_from']}`.")
     return "Every variant trains from initialisation; seeds vary initialisation and data order, paired across variants."
 

@@ -22,10 +22,20 @@ from memorizing.ablation.mapping import Resolution, Variant, resolve
 from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.ablation.report import CONTROLS, write_report
 from memorizing.ablation.study_folder import RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id
-from memorizing.config import Config, build_config
+from memorizing.config import HF_PREFIX, Config, build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 from memorizing.progress import progress
+
+
+def is_pretrained(init_from: str | None) -> bool:
+    return bool(init_from) and init_from.startswith(HF_PREFIX)
+
+
+def source(init_from: str) -> str:
+    """--init-from as the runs read it: a run folder or 'hf:PATH', with an absolute path."""
+    path = init_from.removeprefix(HF_PREFIX)
+    return (HF_PREFIX if is_pretrained(init_from) else "") + str(Path(path).expanduser().resolve())
 
 
 def config_key(config: Config) -> str:
@@ -54,10 +64,13 @@ def problem_line(r: Resolution) -> str:
     return f"line {r.section.line} ({r.section.title!r}): {REASON_LABEL[r.refusal.reason]}: {r.refusal.message}"
 
 
-def understand(plan: str | None, preset: str, corpus: str | None, sets: list[str]) -> Understood:
-    """Read the plan and resolve every section against the baseline (the preset with the --set changes)."""
+def understand(plan: str | None, preset: str, corpus: str | None, sets: list[str],
+               init_from: str | None = None) -> Understood:
+    """Read the plan and resolve every section against the baseline (the preset with the --set changes; with
+    `init_from` = 'hf:PATH', in the pretrained model's shape)."""
     loaded = load_plan(plan)
-    baseline = build_config(None, preset, corpus, sets)
+    pretrained = source(init_from) if is_pretrained(init_from) else None
+    baseline = build_config(None, preset, corpus, sets, init_from=pretrained)
     return Understood(loaded, baseline, resolve(loaded.sections, baseline))
 
 
@@ -111,7 +124,7 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
     per seed), "scratch", or set by `init_from` (every variant fine-tunes from that run folder)."""
     if seeds < 1:
         raise UserError(f"--seeds {seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
-    understood = understood or understand(plan, preset, corpus, sets)
+    understood = understood or understand(plan, preset, corpus, sets, init_from)
     if understood.problems() and not partial:
         raise plan_error(understood)
     defaults = STUDY_DEFAULTS.get(preset, STUDY_DEFAULTS["cpu"])
@@ -133,7 +146,7 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
             trunks[config_key(trunk)] = trunk.to_dict()
             config.train.init_from = f"{TRUNK}:{config_key(trunk)}"
         elif start == "init":
-            config.train.init_from = str(Path(init_from).resolve())
+            config.train.init_from = source(init_from)
         if start != "scratch":
             config.train.steps = finetune_steps
             config.train.warmup = min(config.train.warmup, finetune_steps // 4)
@@ -154,7 +167,7 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
             "sets": sets, "seeds": [baseline.train.seed + s for s in range(seeds)], "start": start,
             "trunk_steps": baseline.train.steps if start == "warm" else None,
             "finetune_steps": finetune_steps if start != "scratch" else None,
-            "init_from": str(Path(init_from).resolve()) if init_from else None,
+            "init_from": source(init_from) if init_from else None,
             "ablations": ablations, "variants": rows, "configs": configs, "trunks": trunks}
 
 
@@ -264,7 +277,7 @@ def run_study(args: StudyOptions) -> int:
     args.sets = args.sets or []
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
-    understood = understand(args.plan, args.preset, args.corpus, args.sets)
+    understood = understand(args.plan, args.preset, args.corpus, args.sets, args.init_from)
     shard_i, shard_n = parse_shard(args.shard)
     options = {"start": args.start, "finetune_steps": args.finetune_steps, "init_from": args.init_from,
                "with_controls": args.controls}

@@ -3,7 +3,8 @@
 A lane takes the next document from a shared, seeded order when its current one ends, and flags `reset` on the
 first segment of every document so the model clears that lane's XL cache and memory. A segment never mixes two
 documents: the tail of a document is padded and masked out of the loss. Targets are the next bytes, so the last
-target of a segment is the first byte of the next one.
+target of a segment is the first byte of the next one. With `encode` (a pretrained model's tokenizer) tokens are
+its token ids instead of bytes, and positions count tokens.
 """
 
 from dataclasses import dataclass
@@ -32,14 +33,18 @@ class LaneStream:
     the stream ends when all are done.
     """
 
-    def __init__(self, documents: list[Document], lanes: int, segment: int, seed: int = 0, loop: bool = True):
+    def __init__(self, documents: list[Document], lanes: int, segment: int, seed: int = 0, loop: bool = True,
+                 encode=None):
+        """`encode`: bytes -> token ids [N] (np.ndarray); None: tokens are bytes."""
         self.documents, self.lanes, self.segment, self.seed, self.loop = documents, lanes, segment, seed, loop
         self.epoch, self.cursor = 0, 0  # position in the current epoch's order
         self.order = self._order(0)
         self.lane_doc = [-1] * lanes  # document index per lane (-1: none yet / finished)
         self.lane_offset = [0] * lanes
-        self.arrays = [np.frombuffer(d.data, dtype=np.uint8) for d in documents]
-        self.span_masks = [self._span_mask(d) for d in documents]
+        self.encode = encode or (lambda data: np.frombuffer(data, dtype=np.uint8))
+        self.arrays: list[np.ndarray | None] = [None] * len(documents)  # tokens of each document, once it is read
+        # recalled spans are marked in bytes: kept only where tokens are bytes
+        self.span_masks = [self._span_mask(d) if encode is None else None for d in documents]
 
     @staticmethod
     def _span_mask(document: Document) -> np.ndarray | None:
@@ -64,6 +69,12 @@ class LaneStream:
         self.cursor += 1
         return self.order[self.cursor - 1]
 
+    def tokens(self, doc: int) -> np.ndarray:
+        """Document `doc` as tokens, encoded when a lane first reads it (not the whole corpus up front)."""
+        if self.arrays[doc] is None:
+            self.arrays[doc] = self.encode(self.documents[doc].data)
+        return self.arrays[doc]
+
     def __iter__(self):
         return self
 
@@ -77,13 +88,13 @@ class LaneStream:
         reset = np.zeros(B, dtype=bool)
         for lane in range(B):  # data preparation, not the model's hot path
             doc, offset = self.lane_doc[lane], self.lane_offset[lane]
-            if doc < 0 or offset >= len(self.arrays[doc]) - 1:  # finished: take the next document
+            if doc < 0 or offset >= len(self.tokens(doc)) - 1:  # finished: take the next document
                 doc, offset = self._next_document(), 0
                 self.lane_doc[lane], self.lane_offset[lane] = doc, 0
                 reset[lane] = True
                 if doc < 0:
                     continue
-            data = self.arrays[doc]
+            data = self.tokens(doc)
             n = min(L, len(data) - 1 - offset)
             tokens[lane, :n] = data[offset:offset + n]
             targets[lane, :n] = data[offset + 1:offset + n + 1]

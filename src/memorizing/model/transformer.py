@@ -178,14 +178,26 @@ class MemorizingTransformer(nn.Module):
         """Memory weight per head for each memory layer (1-based layer number)."""
         return {i + 1: self.blocks[i].attn.memory.gate().tolist() for i in self.memory_layers}
 
+    def memory_attentions(self) -> list:
+        """The memory branch (MemoryAttention) of each memory layer."""
+        return [self.blocks[i].attn.memory for i in self.memory_layers]
+
+    def attention_prefix(self, layer: int) -> str:
+        """The parameter-name prefix of a block's attention (its memory branch included), for train.freeze."""
+        return f"blocks.{layer}.attn."
+
 
 # ---- saving and loading: config as TOML, weights as safetensors (nothing is unpickled) --------------------
 CONFIG_FILE, WEIGHTS_FILE = "config.toml", "model.safetensors"
+PRETRAINED_DIR = "hf"  # a pretrained model's architecture (config.json) and tokenizer (pretrained.py)
 
 
 def save_model(model: MemorizingTransformer, folder: str | Path) -> None:
+    """Weights and config; a pretrained model (pretrained.py) also writes its architecture and tokenizer."""
     folder = Path(folder)
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_safetensors_model(model, tmp))
+    if hasattr(model, "save_architecture"):
+        model.save_architecture(folder)
     atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_toml()))
 
 
@@ -198,7 +210,11 @@ def load_model(folder: str | Path, overrides: list[str] | None = None, device=No
                         f"`memorizing train --out` wrote.")
     config = Config.load(folder / CONFIG_FILE).override(overrides or [])
     device = device or config.device()
-    model = MemorizingTransformer(config).to(device)
+    if (folder / PRETRAINED_DIR).is_dir():  # a pretrained model with memory (pretrained.py)
+        from memorizing.model.pretrained import saved_architecture
+        model = saved_architecture(folder, config).to(device)
+    else:
+        model = MemorizingTransformer(config).to(device)
     try:
         missing, unexpected = load_safetensors_model(model, folder / WEIGHTS_FILE, strict=False, device=str(device))
     except Exception as e:  # safetensors raises on truncated or corrupted files

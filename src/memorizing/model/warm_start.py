@@ -60,7 +60,7 @@ def trainable(model, freeze: str) -> list[torch.nn.Parameter]:
     """The parameters that train: all (`freeze = "none"`), or with "trunk" only the attention of the memory
     layers (memory.layers, memory branch included; without memory the same layers, so that a control trains the
     same weights); the others are set to requires_grad = False."""
-    keep = [f"blocks.{i}.attn." for i in model.config.memory_placement()] if freeze == "trunk" else [""]
+    keep = [model.attention_prefix(i) for i in model.config.memory_placement()] if freeze == "trunk" else [""]
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(any(name.startswith(k) for k in keep))

@@ -1,0 +1,245 @@
+"""A pretrained Hugging Face causal LM with the kNN memory branch (model/pretrained.py), on tiny randomly
+initialised GPT-2 and Llama models built here (offline): the pretrained model is intact with the gate closed,
+memory is causal, lanes are isolated and reset, and a retrofitted run saves, loads, trains and evaluates."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="the optional extra `hf` (transformers) is not installed")
+
+from conftest import tiny_config  # noqa: E402
+from memorizing import UserError, load_model, save_model  # noqa: E402
+from memorizing.cli import main  # noqa: E402
+from memorizing.model import pretrained  # noqa: E402
+from memorizing.model.pretrained import PretrainedMemorizing  # noqa: E402
+
+LANES, SEGMENT = 3, 32
+
+
+def byte_tokenizer():
+    """A byte-level BPE tokenizer without merges: 256 tokens, one per byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+
+
+def tiny_lm(family: str):
+    """A randomly initialised causal LM of a few ten thousand parameters, in eval mode (no dropout); Llama with
+    grouped-query attention (4 query heads, 2 key/value heads). Large initial weights, so that any leak shows up
+    far above rounding noise."""
+    torch.manual_seed(0)
+    if family == "gpt2":
+        config = transformers.GPT2Config(vocab_size=256, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                                         initializer_range=0.2, bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel(config).eval()
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      initializer_range=0.2, bos_token_id=0, eos_token_id=0)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def retrofit(family: str, **sets):
+    """The tiny LM with memory at its last layer, and an untouched copy of the LM."""
+    lm = tiny_lm(family)
+    original = type(lm)(lm.config).eval()
+    original.load_state_dict(lm.state_dict())
+    model = PretrainedMemorizing(tiny_config(**sets), lm, byte_tokenizer()).eval()
+    with torch.no_grad():  # a learned gate away from its start, different per head
+        for branch in model.branches.values():
+            if branch.memory.combine == "gate":
+                branch.memory.gate_bias.copy_(torch.linspace(-1, 1, branch.memory.gate_bias.numel()))
+    return model, original
+
+
+def stream(model, tokens, state=None, resets=None):
+    """Feed tokens [B, S*L] segment by segment; return the logits of all positions [B, S*L, V] and the state."""
+    state = state or model.init_state(tokens.shape[0])
+    out = []
+    with torch.no_grad():
+        for s in range(tokens.shape[1] // SEGMENT):
+            logits, state = model(tokens[:, s * SEGMENT:(s + 1) * SEGMENT], state,
+                                  resets[s] if resets is not None else None)
+            out.append(logits)
+    return torch.cat(out, 1), state
+
+
+FAMILIES = ["gpt2", "llama"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sets", [{"memory__combine": "fixed", "memory__gate": 0.0}, {"memory__enabled": False}])
+def test_with_the_gate_closed_the_logits_are_the_pretrained_models(family, sets):
+    model, original = retrofit(family, **sets)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    logits, state = stream(model, tokens)
+    with torch.no_grad():
+        expected = torch.cat([original(tokens[:, s:s + SEGMENT]).logits for s in range(0, 4 * SEGMENT, SEGMENT)], 1)
+    assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-5)
+    if model.memory_layers:  # memory is still written (a control that reads nothing)
+        assert state.memories()[0].fill().tolist() == [4 * SEGMENT] * LANES
+
+
+@pytest.mark.parametrize("family, sets", [
+    ("gpt2", {}), ("gpt2", {"memory__combine": "joint", "memory__qk_norm": False}),
+    ("llama", {}), ("llama", {"memory__rotary": "rotated"}), ("llama", {"memory__combine": "joint"}),
+    ("llama", {"memory__position_bias": "t5-relative", "memory__search": "bucketed"}),
+])
+@pytest.mark.parametrize("t", [5, 40])  # inside the first segment, and in a later one
+def test_causality_through_memory(family, sets, t):
+    """Changing token t changes nothing before t; the change still arrives segments later, where only memory
+    reaches back (local attention reads the current segment only)."""
+    model, _ = retrofit(family, **sets)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    changed = tokens.clone()
+    changed[:, t] = (changed[:, t] + 1) % 256
+    a, _ = stream(model, tokens)
+    b, _ = stream(model, changed)
+    assert torch.equal(a[:, :t], b[:, :t])
+    later = (t // SEGMENT + 1) * SEGMENT  # the next segment on
+    assert (a[:, later:] - b[:, later:]).abs().amax() > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unrotated_memory_keys_are_the_projections_before_the_rotation(family):
+    model, _ = retrofit(family, memory__qk_norm=False)
+    tokens = torch.randint(0, 256, (1, SEGMENT))
+    _, state = stream(model, tokens)
+    attention = model.attention(model.memory_layers[0])
+    captured = {}
+    handle = attention.register_forward_pre_hook(lambda _, args, kwargs: captured.update(x=kwargs.get(
+        "hidden_states", args[0] if args else None)), with_kwargs=True)
+    with torch.no_grad():
+        model(tokens, model.init_state(1))
+    handle.remove()
+    x = captured["x"]  # [1, L, dim] the attention's input
+    kv_heads, head_dim = model.shape["kv_heads"], model.shape["head_dim"]
+    if family == "gpt2":
+        keys = attention.c_attn(x).split(32, dim=2)[1]
+    else:
+        keys = attention.k_proj(x)
+    keys = keys.view(1, SEGMENT, kv_heads, head_dim).transpose(1, 2)  # [1, Hkv, L, D]
+    memory = state.memories()[0]
+    order = memory.positions[0].argsort()[-SEGMENT:]  # the filled slots (empty ones are at -1), by position
+    assert torch.allclose(memory.keys[:, :, order], keys, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lane_isolation_and_reset(family):
+    model, _ = retrofit(family)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    changed = tokens.clone()
+    changed[1] = torch.randint(0, 256, (4 * SEGMENT,))
+    resets = [torch.tensor([False, s == 2, False]) for s in range(4)]
+    a, _ = stream(model, tokens, resets=resets)
+    b, _ = stream(model, changed, resets=resets)
+    assert torch.equal(a[[0, 2]], b[[0, 2]])
+    assert not torch.equal(a[1], b[1])
+    # A reset lane reads as a fresh one; the others keep their memory.
+    history, segment = torch.randint(0, 256, (LANES, 3 * SEGMENT)), torch.randint(0, 256, (LANES, SEGMENT))
+    _, state = stream(model, history)
+    with torch.no_grad():
+        logits, state = model(segment, state, torch.tensor([True, False, False]))
+        fresh, _ = model(segment, model.init_state(LANES))
+    assert torch.equal(logits[0], fresh[0])
+    assert not torch.allclose(logits[1], fresh[1])
+    assert state.memories()[0].fill().tolist() == [SEGMENT, 4 * SEGMENT, 4 * SEGMENT]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_keep_the_retrofitted_model(family, tmp_path):
+    model, _ = retrofit(family, memory__position_bias="learned-absolute")
+    with torch.no_grad():
+        model.branches[model.memory_layers[0]].memory.position_bias.table.normal_(0, 0.1)
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).eval()
+    assert isinstance(loaded, PretrainedMemorizing) and type(loaded.lm) is type(model.lm)
+    tokens = torch.randint(0, 256, (LANES, 3 * SEGMENT))
+    assert torch.equal(stream(model, tokens)[0], stream(loaded, tokens)[0])
+    assert loaded.encode("héllo".encode()).tolist() == model.encode("héllo".encode()).tolist()
+
+
+def test_gradients_reach_the_gate_and_the_queries_but_not_the_memory():
+    model, _ = retrofit("llama", memory__combine="gate")
+    model.train()
+    state = model.init_state(LANES)
+    for _ in range(3):
+        logits, state = model(torch.randint(0, 256, (LANES, SEGMENT)), state)
+        model.zero_grad()
+        logits.logsumexp(-1).mean().backward()
+    branch = model.branches[model.memory_layers[0]]
+    assert branch.memory.gate_bias.grad.abs().sum() > 0 and branch.log_scale.grad.abs().sum() > 0
+    assert model.attention(model.memory_layers[0]).q_proj.weight.grad.abs().sum() > 0
+    assert not state.memories()[0].keys.requires_grad
+
+
+def source_folder(tmp_path, family="llama"):
+    """A pretrained model as save_pretrained writes it: config.json, safetensors weights, tokenizer files."""
+    folder = tmp_path / f"{family}-source"
+    tiny_lm(family).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, corpus, tmp_path, capsys):
+    source = source_folder(tmp_path, family)
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--init-from", f"hf:{source}", "--out", str(run),
+            "--quiet", "--set", "train.steps=3", "--set", "train.freeze=trunk", "--set", "data.eval_tokens=2048"]
+    assert main(argv) == 0, capsys.readouterr().err
+    config = (run / "config.toml").read_text()
+    assert "xl_cache = 0" in config and "dim = 32" in config
+    # with the trunk frozen, only the memory layer's attention (and its memory branch) changed
+    before = {k: v for k, v in PretrainedMemorizing.from_source(f"hf:{source}", tiny_config()).state_dict().items()}
+    after = load_model(run).state_dict()
+    changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
+    prefix = load_model(run).attention_prefix(1)
+    assert any("memorizing.memory.gate_bias" in k for k in changed) and all(k.startswith(prefix) for k in changed)
+    assert main(["eval", str(run), "--quiet"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["bits_per_byte"] > 0 and result["ppl"] > 1
+    assert "bits/byte" in capsys.readouterr().out
+
+
+def test_ablate_from_a_pretrained_folder_resolves_layers_in_its_depth(tmp_path, capsys):
+    source = source_folder(tmp_path)
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[ablation]]\ntitle = "Memory in layer 1"\n[[ablation.variant]]\nname = "layer 1"\n'
+                    'set = { "memory.layers" = [1] }\n')
+    assert main(["ablate", str(plan), "--preset", "tiny", "--init-from", f"hf:{source}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"from hf:{source}" in out and "memory.layers = [1]" in out
+
+
+@pytest.mark.parametrize("source, message", [
+    ("hf:/no/such/model.gguf", "no such file or folder"),
+    ("hf:{tmp}", "holds no config.json"),
+])
+def test_bad_pretrained_sources_stop_with_a_clear_message(source, message, corpus, tmp_path, capsys):
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--init-from", source.format(tmp=tmp_path),
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "train.init_from" in err and "hf:" in err
+
+
+def test_without_the_extra_the_message_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "transformers", None)
+    with pytest.raises(UserError, match=r"optional extra `hf`.*pip install .*\[hf\]"):
+        pretrained.source_config(f"hf:{tmp_path}")
+
+
+def test_the_pretrained_memory_benchmark_runs_end_to_end_on_a_tiny_llama():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrained_memory.py"
+    result = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["gate_closed_identical"] and len(summary["rows"]) == 5
