@@ -1,8 +1,8 @@
 """Reused work buffers for the memory's hot paths.
 
 On CPUs a fresh tensor of tens of MB can cost more in page faults than the arithmetic that fills it, so search and
-the memory branch's backward write into buffers kept here by shape. A buffer is only ever used inside one call that does not keep it: never saved for backward,
-never returned.
+the memory branch's backward write into buffers kept here by shape. A buffer is only ever used inside one call that
+does not keep it: never saved for backward, never returned.
 """
 
 import torch

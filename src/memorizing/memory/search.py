@@ -1,10 +1,10 @@
 """Top-k search over a lane's memory, exact or approximate, and recall measurement.
 
 `search(queries [B, H, L, D], keys [B, H, S, D], valid [B, S], k, backend, buckets)` (keys: a memory's slots in
-storage order, store.py) -> (slots [B, H, L, k], scores [B, H, L, k]), best first; a score is the inner product
-of query and key (both already normalised when qk_norm is on), -inf where a lane holds fewer than k entries.
-The back-ends `_exact` and `_bucketed` choose the top k from one block of scores. Search carries no gradient: the memory branch takes these scores as its logits and gives them
-their gradient itself (gathered.py).
+storage order, store.py) -> (slots [B, H, L, k], scores [B, H, L, k]), best first; a score is the inner product of
+query and key (both already normalised when qk_norm is on), -inf where a lane holds fewer than k entries. The
+back-ends `_exact` and `_bucketed` choose the top k from one block of scores. Search carries no gradient: the memory
+branch takes these scores as its logits and gives them their gradient itself (gathered.py).
 
 - `exact`: dense scores and torch.topk, on the model's device.
 - `bucketed`: the approximate top-k the paper ran on TPU (meliad): memory entries are dealt into
