@@ -12,7 +12,7 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="the optional extra `hf` (transformers) is not installed")
 
-from conftest import tiny_config  # noqa: E402
+from models import tiny_config  # noqa: E402
 from memorizing import UserError, load_model, save_model  # noqa: E402
 from memorizing.cli import main  # noqa: E402
 from memorizing.model import pretrained  # noqa: E402

@@ -94,16 +94,13 @@ def shape_of(hf_config) -> dict:
 
 
 def derive_config(config: Config, hf_config) -> Config:
-    """The config with model.* read from the pretrained model (and no XL cache: local attention reads the segment
-    only). Settings of our own model that a pretrained one lacks are refused by name."""
+    """The config with model.* read from the pretrained model (no XL cache: local attention reads the segment
+    only; no smeared keys: its keys are its own)."""
     family_of(hf_config)
     shape = shape_of(hf_config)
     for key in ("dim", "depth", "heads", "head_dim", "vocab_size"):
         setattr(config.model, key, shape[key])
-    config.model.xl_cache = 0
-    if config.model.key_smear:
-        raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
-                          "'hf:...'): its keys are its own; set model.key_smear = false.")
+    config.model.xl_cache, config.model.key_smear = 0, False
     if config.data.segment > shape["positions"]:
         raise ConfigError(f"data.segment = {config.data.segment} is longer than the pretrained model's "
                           f"{shape['positions']} positions: lower data.segment.")
@@ -233,6 +230,9 @@ class PretrainedMemorizing(nn.Module):
     def __init__(self, config: Config, lm, tokenizer):
         super().__init__()
         _require_transformers("a pretrained model with memory")
+        if config.model.key_smear:  # set after the pretrained shape was read (--set): refused, not dropped
+            raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
+                              "'hf:...'): its keys are its own; set model.key_smear = false.")
         self.family = family_of(lm.config)
         self.config = derive_config(config, lm.config).validate()
         self.shape = shape_of(lm.config)
