@@ -107,7 +107,7 @@ def write_all(keys: torch.Tensor, **memory_options) -> tuple[KNNMemory, float]:
     for s in range(0, size, SEGMENT):
         chunk = keys[:, :, s:s + SEGMENT]
         memory.write(chunk, chunk, torch.arange(s, s + chunk.shape[2]).expand(lanes, -1))
-        memory.apply_writes()  # as the model's next segment would
+        memory.flush()  # as the model's next segment would
     return memory, time.perf_counter() - start
 
 

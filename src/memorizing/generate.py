@@ -1,7 +1,7 @@
 """Sampling that keeps writing memory: the prompt and every generated segment are remembered as they complete.
 
-Within a segment the model is re-run on the segment's prefix without committing; once a segment is full it is
-committed, so its keys and values enter the XL cache and the kNN memory exactly as in training.
+Within a segment the model is re-run on the segment's prefix without remembering it; once a segment is full it is
+remembered, so its keys and values enter the XL cache and the kNN memory exactly as in training.
 """
 
 import torch
@@ -15,12 +15,12 @@ def generate(model, prompt: bytes, max_new: int, temperature: float = 1.0, top_k
     device = model.embed.weight.device
     model.eval()
     text = list(prompt) or [10]  # an empty prompt starts from a newline
-    start = 0  # first token of the current (uncommitted) segment
-    while len(text) - start > segment:  # commit the prompt's full segments (keeping one token to read)
+    start = 0  # first token of the current (not yet remembered) segment
+    while len(text) - start > segment:  # remember the prompt's full segments (keeping one token to read)
         model(torch.tensor([text[start:start + segment]], device=device), state)
         start += segment
     for _ in range(max_new):
-        logits, _ = model(torch.tensor([text[start:]], device=device), state, commit=False)
+        logits, _ = model(torch.tensor([text[start:]], device=device), state, remember=False)
         logits = logits[0, -1] / max(temperature, 1e-6)
         if top_k:
             cutoff = logits.topk(min(top_k, logits.numel())).values[-1]

@@ -165,9 +165,9 @@ class IVFIndex:
         if bool(refit.any()):
             self._refit(refit.nonzero().flatten(), memory_keys, valid)
 
-    def reset(self, lanes: torch.Tensor) -> None:
-        """Empty the lists of the lanes where `lanes` [B] (bool) is True; their next write fits new centroids."""
-        lanes = lanes.nonzero().flatten()
+    def reset(self, starting: torch.Tensor) -> None:
+        """Empty the lists of the lanes where `starting` [B] (bool) is True; their next write fits new centroids."""
+        lanes = starting.nonzero().flatten()  # [n] their indices
         self._remove(self._ids(lanes, self._every_slot(lanes)))
         self.centroids[lanes] = 0
         self.fitted_with[lanes] = 0

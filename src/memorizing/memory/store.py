@@ -50,19 +50,19 @@ class KNNMemory:
     @property
     def keys(self) -> torch.Tensor:
         """[B, H, S, D]"""
-        self.apply_writes()
+        self.flush()
         return self._keys
 
     @property
     def values(self) -> torch.Tensor:
         """[B, H, S, D]"""
-        self.apply_writes()
+        self.flush()
         return self._values
 
     @property
     def positions(self) -> torch.Tensor:
         """[B, S] document position of each slot's token, -1 where empty."""
-        self.apply_writes()
+        self.flush()
         return self._positions
 
     @property
@@ -84,13 +84,13 @@ class KNNMemory:
         self._pending.append((keys.detach(), values.detach(), positions))
 
     @torch.no_grad()
-    def apply_writes(self) -> None:
+    def flush(self) -> None:
         """Apply the writes held back so far (every read does this itself)."""
         pending, self._pending = self._pending, []
         for keys, values, positions in pending:
-            self._write(keys, values, positions)
+            self._store(keys, values, positions)
 
-    def _write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
+    def _store(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor) -> None:
         if keys.shape[2] > self.size:  # a segment longer than the memory: only its newest tokens fit
             keys, values, positions = keys[:, :, -self.size:], values[:, :, -self.size:], positions[:, -self.size:]
         lanes, heads, length, head_dim = keys.shape
@@ -105,24 +105,24 @@ class KNNMemory:
             self.ivf.written(slots, keys.to(self._keys.dtype), self._keys, self.valid)
 
     @torch.no_grad()
-    def reset(self, lanes: torch.Tensor) -> None:
-        """Clear the memory of the lanes where `lanes` [B] (bool) is True, and nothing else."""
-        self.apply_writes()
+    def reset(self, starting: torch.Tensor) -> None:
+        """Clear the memory of the lanes where `starting` [B] (bool) is True, and nothing else."""
+        self.flush()
         # On a CPU only the cleared lanes are touched; on a GPU a mask over every lane, as finding the lanes would
         # cost a host round trip.
-        cleared = lanes.nonzero().squeeze(1) if lanes.device.type == "cpu" else None
+        cleared = starting.nonzero().squeeze(1) if starting.device.type == "cpu" else None
         for tensor, empty in ((self._keys, 0), (self._values, 0), (self._positions, -1), (self._next_entry, 0)):
             if cleared is not None:
                 tensor.index_fill_(0, cleared, empty)
             else:
-                tensor.masked_fill_(lanes.view(-1, *[1] * (tensor.dim() - 1)), empty)
+                tensor.masked_fill_(starting.view(-1, *[1] * (tensor.dim() - 1)), empty)
         if self.ivf is not None:
-            self.ivf.reset(lanes)
+            self.ivf.reset(starting)
 
     def search(self, queries: torch.Tensor, k: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k slots for queries [B, H, L, D] -> (slots [B, H, L, k], scores [B, H, L, k]) by `backend`, best
         first; a score is the query . key product, -inf where a lane holds fewer than k entries."""
-        self.apply_writes()
+        self.flush()
         if backend == "ivf":
             if self.ivf is None:
                 raise ValueError("this memory keeps no ivf index: create it with ivf=(lists, probe)")
@@ -130,7 +130,7 @@ class KNNMemory:
         return search(queries, self.keys, self.valid, k, backend, self.buckets)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        self.apply_writes()
+        self.flush()
         out = {"keys": self._keys, "values": self._values, "positions": self._positions,
                "next_entry": self._next_entry}
         return out | (self.ivf.tensors() if self.ivf is not None else {})

@@ -45,7 +45,7 @@ class Attention(nn.Module):
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
 
-    def forward(self, x: torch.Tensor, layer_state, query_pos: torch.Tensor, commit: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer_state, query_pos: torch.Tensor, remember: bool) -> torch.Tensor:
         """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
         lanes, length, _ = x.shape
         q, k, v = self.qkv(x).view(lanes, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, L, D]
@@ -72,6 +72,6 @@ class Attention(nn.Module):
         local, local_lse = local_attention(q, keys, values, bias, lane_mask[:, None, None, :], need_lse)
         out = local if self.memory is None else self.memory(q, layer_state.memory, query_pos, local, local_lse)
 
-        if commit:  # written after the segment has attended, so no token retrieves itself
-            layer_state.commit(k, v, query_pos, last_key)
+        if remember:  # written after the segment has attended, so no token retrieves itself
+            layer_state.write(k, v, query_pos, last_key)
         return self.proj(out.transpose(1, 2).reshape(lanes, length, self.heads * self.head_dim))

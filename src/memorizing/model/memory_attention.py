@@ -38,8 +38,8 @@ class MemoryAttention(nn.Module):
             self.position_bias = MemoryPositionBias(mem.position_bias, heads, mem.bias_buckets, mem.size,
                                                     config.model.bias_scale)
 
-    def gate(self) -> torch.Tensor:
-        """[H] the weight of memory in each head's output (NaN for `joint`, where it depends on the data)."""
+    def reported_gate(self) -> torch.Tensor:
+        """[H] the weight of memory in each head's output, for logs (NaN for `joint`, where it depends on the data)."""
         if self.combine == "gate":
             return torch.sigmoid(self.gate_bias.detach()).cpu()
         return torch.full((self.heads,), self.fixed_gate if self.combine == "fixed" else float("nan"))

@@ -186,11 +186,11 @@ class MemoryBranch(nn.Module):
         if self.unrotated:
             for name, module in (("query", getattr(attention, family.query)), ("key", getattr(attention, family.key))):
                 module.register_forward_hook(lambda _, __, out, name=name: self.captured.__setitem__(name, out))
-        self.layer_state, self.query_pos, self.commit = None, None, True
+        self.layer_state, self.query_pos, self.remember = None, None, True
 
-    def bind(self, layer_state: LayerState, query_pos: torch.Tensor, commit: bool) -> None:
+    def bind(self, layer_state: LayerState, query_pos: torch.Tensor, remember: bool) -> None:
         """The layer's state and the segment's document positions [B, L] for the next forward."""
-        self.layer_state, self.query_pos, self.commit = layer_state, query_pos, commit
+        self.layer_state, self.query_pos, self.remember = layer_state, query_pos, remember
 
     def forward(self, query, key, value, local, scaling: float) -> torch.Tensor:
         """query [B, H, L, D], key/value [B, Hkv, L, D], local [B, L, H, D] -> [B, L, H, D]."""
@@ -219,8 +219,8 @@ class MemoryBranch(nn.Module):
             out = self.memory(q, self.layer_state.memory, self.query_pos.repeat(1, group),
                               grouped(local.transpose(1, 2)), local_lse)  # [B, Hkv, G*L, D]
             local = out.reshape(lanes, heads, length, head_dim).transpose(1, 2)
-        if self.commit:  # written after the segment has attended, so no token retrieves itself
-            self.layer_state.commit(k, value, self.query_pos, k[:, :, -1])
+        if self.remember:  # written after the segment has attended, so no token retrieves itself
+            self.layer_state.write(k, value, self.query_pos, k[:, :, -1])
         return local
 
 
@@ -283,29 +283,30 @@ class PretrainedMemorizing(nn.Module):
         mem, param = self.config.memory, next(self.parameters())
         buckets = mem.top_k * mem.search_buckets
         ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
-        layers = [LayerState(lanes, self.shape["kv_heads"], self.shape["head_dim"], 0,
-                             mem.size if i in self.memory_layers else 0, buckets, ivf, param.device, param.dtype)
+        layers = [LayerState(lanes=lanes, heads=self.shape["kv_heads"], head_dim=self.shape["head_dim"], cache_size=0,
+                             memory_size=mem.size if i in self.memory_layers else 0, buckets=buckets, ivf=ivf,
+                             device=param.device, dtype=param.dtype)
                   for i in range(self.config.model.depth)]
         return State(layers, lanes, param.device, reset_memory=mem.reset)
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
-                commit: bool = True) -> tuple[torch.Tensor, State]:
+                remember: bool = True) -> tuple[torch.Tensor, State]:
         """tokens [B, L] -> logits [B, L, vocab]. Lanes with reset [B] True start a new document first.
-        With commit=False the segment is read but not remembered."""
+        With remember=False the segment is read but not remembered."""
         if reset is not None and (reset.device.type != "cpu" or bool(reset.any())):
             state.reset(reset)
         length = tokens.shape[1]
         query_pos = state.position[:, None] + torch.arange(length, device=tokens.device)  # [B, L] in the document
         for i, branch in self.branches.items():
-            branch.bind(state.layers[i], query_pos, commit)
+            branch.bind(state.layers[i], query_pos, remember)
         logits = self.lm(input_ids=tokens, use_cache=False).logits  # [B, L, vocab]; positions 0 .. L-1
-        if commit:
+        if remember:
             state.position = state.position + length
         return logits, state
 
     def gates(self) -> dict[int, list[float]]:
         """Memory weight per memory head for each memory layer (1-based layer number)."""
-        return {i + 1: self.branches[i].memory.gate().tolist() for i in self.memory_layers}
+        return {i + 1: self.branches[i].memory.reported_gate().tolist() for i in self.memory_layers}
 
     # ---- a run folder: config.toml and model.safetensors (save_model), and the architecture beside them -------
     def save_architecture(self, folder: str | Path) -> None:

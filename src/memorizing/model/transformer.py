@@ -26,7 +26,10 @@ class LayerState:
     """One layer's recurrent state for B lanes: the XL cache (last C keys/values), the last token's key before
     smearing (model.key_smear), and, if any, the kNN memory."""
 
-    def __init__(self, lanes, heads, head_dim, cache_size, memory_size, buckets, ivf, device, dtype):
+    def __init__(self, *, lanes: int, heads: int, head_dim: int, cache_size: int, memory_size: int, buckets: int,
+                 ivf: tuple[int, int] | None, device, dtype):
+        """cache_size: XL cache tokens (0 = none); memory_size: kNN memory entries (0 = no memory in this layer);
+        buckets, ivf: the memory's search structures (KNNMemory)."""
         self.cache_size = cache_size
         self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
                       torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
@@ -35,7 +38,7 @@ class LayerState:
         self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype, ivf) if memory_size
                        else None)
 
-    def commit(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+    def write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
                last_key: torch.Tensor) -> None:
         """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L], and its last
         token's key before smearing [B, H, D]."""
@@ -53,12 +56,12 @@ class LayerState:
         if self.memory is not None:
             self.memory.write(keys, values, positions)
 
-    def reset(self, lanes: torch.Tensor, memory: bool = True) -> None:
-        """Clear the XL cache of the lanes where `lanes` [B] is True, and their kNN memory if `memory`."""
-        self.cache = tuple(t.masked_fill(lanes.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
-        self.last_key = self.last_key.masked_fill(lanes.view(-1, 1, 1), 0)
+    def reset(self, starting: torch.Tensor, memory: bool = True) -> None:
+        """Clear the XL cache of the lanes where `starting` [B] is True, and their kNN memory if `memory`."""
+        self.cache = tuple(t.masked_fill(starting.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
+        self.last_key = self.last_key.masked_fill(starting.view(-1, 1, 1), 0)
         if self.memory is not None and memory:
-            self.memory.reset(lanes)
+            self.memory.reset(starting)
 
 
 class State:
@@ -70,13 +73,13 @@ class State:
         self.position = torch.zeros(lanes, dtype=torch.long, device=device)
         self.reset_memory = reset_memory
 
-    def reset(self, lanes: torch.Tensor) -> None:
-        """A new document starts in the lanes where `lanes` [B] (bool) is True: clear their XL caches and (unless
+    def reset(self, starting: torch.Tensor) -> None:
+        """A new document starts in the lanes where `starting` [B] (bool) is True: clear their XL caches and (unless
         memory.reset is off) their memories and positions, and nothing else."""
         if self.reset_memory:
-            self.position = self.position.masked_fill(lanes, 0)
+            self.position = self.position.masked_fill(starting, 0)
         for layer in self.layers:
-            layer.reset(lanes, memory=self.reset_memory)
+            layer.reset(starting, memory=self.reset_memory)
 
     def memories(self) -> list[KNNMemory]:
         return [layer.memory for layer in self.layers if layer.memory is not None]
@@ -120,8 +123,8 @@ class Block(nn.Module):
         self.attn = Attention(config, layer, has_memory)
         self.mlp = MLP(dim, config.model.ffn_mult * dim)
 
-    def forward(self, x, layer_state, query_pos, commit):
-        x = x + self.attn(self.ln1(x), layer_state, query_pos, commit)
+    def forward(self, x, layer_state, query_pos, remember):
+        x = x + self.attn(self.ln1(x), layer_state, query_pos, remember)
         return x + self.mlp(self.ln2(x))
 
 
@@ -152,15 +155,16 @@ class MemorizingTransformer(nn.Module):
         m, mem, param = self.config.model, self.config.memory, self.embed.weight
         buckets = mem.top_k * mem.search_buckets  # the approximate search's buckets (KNNMemory: storage order)
         ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
-        layers = [LayerState(lanes, m.heads, m.head_dim, m.xl_cache, mem.size if i in self.memory_layers else 0,
-                             buckets, ivf, param.device, param.dtype)
+        layers = [LayerState(lanes=lanes, heads=m.heads, head_dim=m.head_dim, cache_size=m.xl_cache,
+                             memory_size=mem.size if i in self.memory_layers else 0, buckets=buckets, ivf=ivf,
+                             device=param.device, dtype=param.dtype)
                   for i in range(m.depth)]
         return State(layers, lanes, param.device, reset_memory=mem.reset)
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
-                commit: bool = True) -> tuple[torch.Tensor, State]:
+                remember: bool = True) -> tuple[torch.Tensor, State]:
         """tokens [B, L] -> logits [B, L, vocab]. Lanes with reset [B] True start a new document first.
-        With commit=False the segment is read but not remembered (the state is left as it was)."""
+        With remember=False the segment is read but not remembered (the state is left as it was)."""
         # On a CPU, lanes that start nothing are skipped; on a GPU that check would cost a host round trip, more
         # than clearing with an all-False mask.
         if reset is not None and (reset.device.type != "cpu" or bool(reset.any())):
@@ -169,14 +173,14 @@ class MemorizingTransformer(nn.Module):
         query_pos = state.position[:, None] + torch.arange(length, device=tokens.device)  # [B, L]
         x = self.embed(tokens)  # [B, L, dim]
         for block, layer_state in zip(self.blocks, state.layers):
-            x = block(x, layer_state, query_pos, commit)
-        if commit:
+            x = block(x, layer_state, query_pos, remember)
+        if remember:
             state.position = state.position + length
         return self.head(self.ln_f(x)), state
 
     def gates(self) -> dict[int, list[float]]:
         """Memory weight per head for each memory layer (1-based layer number)."""
-        return {i + 1: self.blocks[i].attn.memory.gate().tolist() for i in self.memory_layers}
+        return {i + 1: self.blocks[i].attn.memory.reported_gate().tolist() for i in self.memory_layers}
 
     def memory_attentions(self) -> list:
         """The memory branch (MemoryAttention) of each memory layer."""
