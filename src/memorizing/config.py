@@ -110,7 +110,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 10
-    eval_every: int = 0  # validation every this many steps (0 = off), on a quarter of data.eval_tokens
+    eval_every: int = 0  # validation every this many steps (0 = off), on an eighth of data.eval_tokens
     tensorboard: bool = False  # also write the curves as TensorBoard events to RUN_DIR/tensorboard (extra: tensorboard)
     # Stop once this many seconds of training steps are spent (0 = off; train.steps stays the schedule's length and
     # the limit); the step it stopped at is recorded (train.json "steps", checkpoint "budget_step").

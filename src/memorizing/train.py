@@ -199,7 +199,7 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
             f"by position, its first 90% for training, the next 5% for valid and the last 5% for test")
     documents = training_documents(config, corpus)
     d = config.data
-    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), max(1, d.eval_tokens // 4), d.eval_length,
+    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), max(1, d.eval_tokens // 8), d.eval_length,
                                 d.eval_min_length) if config.train.eval_every else [])
     ranks, device = setup(config.device(), config.data.lanes)
     try:

@@ -150,7 +150,7 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
         if start != "scratch":
             config.train.steps = finetune_steps
             config.train.warmup = min(config.train.warmup, finetune_steps // 4)
-            config.train.eval_every = max(1, finetune_steps // 6) if config.train.eval_every else 0
+            config.train.eval_every = max(1, finetune_steps // 3) if config.train.eval_every else 0
         key = config_key(config)
         configs[key] = config.to_dict()
         rows.append({"name": v.name, "ablation": v.ablation, "replacement": v.replacement,
