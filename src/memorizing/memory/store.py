@@ -24,6 +24,11 @@ from memorizing.memory.search import search
 
 
 class KNNMemory:
+    """The interface the model uses: `write` (queue a segment's keys, values and positions), `flush` (apply the
+    queue; every read does it), `search` (top-k slots and scores), `reset` (empty the lanes where a document
+    starts), `keys` / `values` / `positions` / `valid` / `fill` (the stored tensors), `tensors` / `load_tensors`
+    (checkpoints)."""
+
     def __init__(self, lanes: int, heads: int, size: int, head_dim: int, buckets: int = 1, device=None,
                  dtype=torch.float32, ivf: tuple[int, int] | None = None):
         """`buckets`: the approximate search's bucket count (storage order); `ivf`: (lists, probe) to keep an
