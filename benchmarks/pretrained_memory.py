@@ -94,7 +94,8 @@ def main() -> None:
             f"data.min_document={args.min_bytes}", f"data.eval_tokens={args.eval_bytes}",
             f"data.eval_length={args.doc_bytes}", f"data.eval_min_length={args.min_bytes}",
             f"train.steps={args.steps}", f"train.lr={args.lr}", f"train.warmup={max(1, args.steps // 10)}",
-            f"train.checkpoint_every={args.steps}", "train.eval_every=0", "train.weight_decay=0", *args.sets]
+            f"train.checkpoint_every={args.steps}", "train.eval_every=0", "train.weight_decay=0",
+            "memory.layers=auto", *args.sets]
     base = build_config(None, "cpu", "python-stdlib", sets, init_from=f"hf:{source.resolve()}")
     d = base.data
     documents = held_out(split_documents(load_corpus(d), "test", d.corpus), d.eval_tokens, d.eval_length,

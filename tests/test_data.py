@@ -154,6 +154,7 @@ def test_many_documents_split_whole_by_content():
 
 def test_pieces_keep_the_recall_spans_inside_them():
     data = bytes(1000)
-    document = Document("d", data, (corpora.Span(10, 14, (2,)), corpora.Span(960, 964, (5, 955))))
+    document = Document("d", data, (corpora.Span(10, 14, (2,)), corpora.Span(960, 964, (5, 955)),
+                                    corpora.Span(970, 974, (20,))))
     test = split_documents([document], "test")[0]
-    assert test.spans == (corpora.Span(10, 14, (5,)),)
+    assert test.spans == (corpora.Span(10, 14, (5,)),)  # 970's only source lies in the train piece: dropped

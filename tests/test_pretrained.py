@@ -209,6 +209,15 @@ def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, cor
     assert "bits/byte" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("setting", ["model.xl_cache=16", "model.key_smear=true", "model.depth=5"])
+def test_model_settings_the_pretrained_model_lacks_are_refused_not_dropped(setting, corpus, tmp_path, capsys):
+    source = source_folder(tmp_path)
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--init-from", f"hf:{source}", "--out",
+            str(tmp_path / "run"), "--quiet", "--set", "train.steps=1", "--set", setting]
+    assert main(argv) == 2
+    assert setting.split("=")[0] in capsys.readouterr().err
+
+
 def test_ablate_from_a_pretrained_folder_resolves_layers_in_its_depth(tmp_path, capsys):
     source = source_folder(tmp_path)
     plan = tmp_path / "plan.toml"

@@ -47,7 +47,7 @@ class ModelConfig:
     # Smeared keys (Olsson et al. 2022, "In-context learning and induction heads"): each key is mixed, with a
     # learned per-head weight, with the key of the token before it. A lookup by content ("what followed this name
     # before?") needs keys that carry the previous token; without the smear, lower layers must first learn to
-    # move it there, which small models on a CPU budget do not (README: "Why memory did not retrieve").
+    # move it there, which small models on a CPU budget do not (README: "What it takes for memory to retrieve").
     # Off in the paper's preset; memory stores the smeared keys.
     key_smear: bool = False
 

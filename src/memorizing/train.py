@@ -23,7 +23,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
 from memorizing.config import HF_PREFIX, Config
-from memorizing.data.corpora import FEW_DOCUMENTS, CorpusError, load_corpus, split_documents
+from memorizing.data.corpora import CorpusError, load_corpus, split_documents, splits_by_position
 from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
@@ -189,18 +189,22 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     Under torchrun every process calls this: see distributed.py."""
     out = Path(out)
     config.validate()
-    if config.train.init_from.startswith(HF_PREFIX):  # model.* is the pretrained model's
-        from memorizing.model.pretrained import derive_config, source_config
-        config = derive_config(config, source_config(config.train.init_from)).validate()
+    if config.train.init_from.startswith(HF_PREFIX):  # model.* must be the pretrained model's
+        from memorizing.model.pretrained import check_config, source_config
+        check_config(config, source_config(config.train.init_from))
     check_run_folder(out, config, resume)
     corpus = load_corpus(config.data)
-    if len(corpus) < FEW_DOCUMENTS and int(os.environ.get("RANK", "0")) == 0:
-        log(f"corpus {config.data.corpus!r} has {len(corpus)} documents (fewer than {FEW_DOCUMENTS}): each is split "
-            f"by position, its first 90% for training, the next 5% for valid and the last 5% for test")
+    if splits_by_position(corpus) and int(os.environ.get("RANK", "0")) == 0:
+        log(f"corpus {config.data.corpus!r} has {len(corpus)} documents, too few to hold out whole ones: each is "
+            f"split by position, its first 90% for training, the next 5% for valid and the last 5% for test")
     documents = training_documents(config, corpus)
     d = config.data
-    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), max(1, d.eval_tokens // 8), d.eval_length,
-                                d.eval_min_length) if config.train.eval_every else [])
+    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), d.eval_tokens // 8, d.eval_length,
+                                d.eval_min_length) if config.train.eval_every else [])  # eval_tokens 0: all
+    if config.train.eval_every and not valid_documents:
+        raise CorpusError(f"{d.corpus}: no valid document is at least data.eval_min_length = {d.eval_min_length} "
+                          f"bytes long, so train.eval_every has nothing to validate on: lower "
+                          f"data.eval_min_length or set train.eval_every = 0.")
     ranks, device = setup(config.device(), config.data.lanes)
     try:
         return _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
@@ -287,7 +291,8 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
         bar.update(1)
         bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens_per_step / elapsed:,.0f}")
         last = step + 1 == t.steps
-        if t.time_budget and ranks.sum(torch.tensor(float(stats["train_seconds"] >= t.time_budget))) > 0:
+        if t.time_budget and ranks.sum(torch.tensor(float(stats["train_seconds"] >= t.time_budget),
+                                                         device=device)) > 0:
             stats["budget_step"], last = step + 1, True  # every process stops at the same step
 
         if ranks.main:

@@ -121,7 +121,8 @@ def _equal_time(report: dict, study: dict, records: dict) -> None:
         name = v["same_config_as"] or v["name"]
         values = {s: at(name, s) for s in v["seeds"]}
         v["valid_ppl_equal_time"] = _mean_or_none(list(values.values()))
-        shared = [s for s in v["seeds"] if s in base["seeds"] and values[s] is not None]
+        shared = [s for s in v["seeds"] if s in base["seeds"] and values[s] is not None
+                  and at(base["name"], s) is not None]
         if v is not base and shared:
             v["delta_equal_time"] = paired([values[s] for s in shared], [at(base["name"], s) for s in shared])
 
@@ -199,8 +200,9 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
         setting += " with " + ", ".join(f"`{s}`" for s in report["sets"])
     base = report["variants"][0]
     docs = f" ({base.get('documents')} held-out documents)" if base.get("documents") else ""
+    unit = "token of the pretrained model's tokenizer" if (report.get("init_from") or "").startswith("hf:") else "byte"
     lines += [f"Baseline: {setting}; seeds {report['seeds']}. {_start_sentence(report)}", "",
-              f"Perplexity is per byte on the test split{docs}; intervals are 95% Student-t over seeds; Δ is the "
+              f"Perplexity is per {unit} on the test split{docs}; intervals are 95% Student-t over seeds; Δ is the "
               f"difference to the baseline paired by seed, with the paired t-test's p and its Holm adjustment over "
               f"the report's {report.get('comparisons', 0)} comparisons: ** resolved after adjustment, * interval "
               f"excludes 0 before it. Equal time is the validation perplexity at the training time of the fastest "

@@ -129,7 +129,7 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
         raise plan_error(understood)
     defaults = STUDY_DEFAULTS.get(preset, STUDY_DEFAULTS["cpu"])
     start = "init" if init_from else start or defaults["start"]
-    finetune_steps = finetune_steps or defaults["finetune_steps"]
+    finetune_steps = defaults["finetune_steps"] if finetune_steps is None else finetune_steps
     if finetune_steps < 1:
         raise UserError(f"--finetune-steps {finetune_steps} is invalid: give at least 1.")
     baseline = understood.baseline

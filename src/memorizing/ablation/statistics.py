@@ -49,11 +49,12 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
 
 
 def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    """Linear interpolation of (x, y) points at x; outside their range, the nearest end's y (None if none)."""
+    """Linear interpolation of (x, y) points at x; beyond the last point, the last y (the curve has ended);
+    before the first point, None (nothing was measured that early)."""
     points = sorted(points)
-    if not points:
+    if not points or x < points[0][0]:
         return None
-    if x <= points[0][0]:
+    if x == points[0][0]:
         return points[0][1]
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
         if x0 <= x <= x1:

@@ -24,7 +24,8 @@ from memorizing.errors import UserError
 SPLITS = ("train", "valid", "test")
 VALID_SHARE, TEST_SHARE = 0.05, 0.05
 # Below this many documents a split by document would often leave valid or test empty (six novels, one long
-# file): every document is split by position instead, its last 5% for test and the 5% before for valid.
+# file): every document is split by position instead, its last 5% for test and the 5% before for valid. So is a
+# larger corpus whose hash split happens to leave valid or test empty.
 FEW_DOCUMENTS = 40
 
 
@@ -54,10 +55,14 @@ class Document:
         return Document(self.name, self.data[:length], tuple(s for s in self.spans if s.end <= length))
 
     def piece(self, start: int, end: int, name: str) -> "Document":
-        """Bytes start .. end - 1 as a document, with the spans inside them and their sources inside them."""
-        spans = tuple(Span(s.start - start, s.end - start, tuple(p - start for p in s.sources if p >= start))
-                      for s in self.spans if s.start >= start and s.end <= end)
-        return Document(name, self.data[start:end], spans)
+        """Bytes start .. end - 1 as a document, with the spans inside them whose sources are inside them too (a
+        span whose earlier occurrence was cut off cannot be recalled from this piece)."""
+        spans = []
+        for s in self.spans:
+            sources = tuple(p - start for p in s.sources if p >= start)
+            if s.start >= start and s.end <= end and (sources or not s.sources):
+                spans.append(Span(s.start - start, s.end - start, sources))
+        return Document(name, self.data[start:end], tuple(spans))
 
 
 def load_corpus(config: DataConfig) -> list[Document]:
@@ -94,13 +99,21 @@ def split_documents(documents: list[Document], split: str, corpus: str = "corpus
     a piece of every document by position (train the first 90%, valid the next 5%, test the last 5%)."""
     if split not in SPLITS:
         raise CorpusError(f"--split {split!r} is unknown: use one of {', '.join(SPLITS)}.")
-    if len(documents) < FEW_DOCUMENTS:
+    if splits_by_position(documents):
         return split_by_position(documents, split)
     chosen = [d for d in documents if split_of(d) == split]
     if not chosen:
         raise CorpusError(f"{corpus}: none of its {len(documents)} documents falls in the {split!r} split (about "
                           f"{TEST_SHARE:.0%} go to test and to valid, by content hash): add more documents.")
     return chosen
+
+
+def splits_by_position(documents: list[Document]) -> bool:
+    """Whether the corpus is split by position (see FEW_DOCUMENTS), the same answer for every split."""
+    if len(documents) < FEW_DOCUMENTS:
+        return True
+    held = {split_of(d) for d in documents}
+    return not {"valid", "test"} <= held
 
 
 def split_by_position(documents: list[Document], split: str) -> list[Document]:

@@ -49,7 +49,8 @@ class Attention(nn.Module):
         """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
         lanes, length, _ = x.shape
         q, k, v = self.qkv(x).view(lanes, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, L, D]
-        last_key = k[:, :, -1]  # [B, H, D], before the smear: the next segment's first key mixes it in
+        # [B, H, D], before the smear: the next segment's first key mixes it in (a copy, not a view of qkv)
+        last_key = k[:, :, -1].clone()
         if self.smear is not None:
             previous = torch.cat([layer_state.last_key[:, :, None], k[:, :, :-1]], dim=2)  # [B, H, L, D]
             weight = torch.sigmoid(self.smear)[:, None, None]  # [H, 1, 1]

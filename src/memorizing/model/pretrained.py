@@ -94,10 +94,10 @@ def shape_of(hf_config) -> dict:
 
 
 def derive_config(config: Config, hf_config) -> Config:
-    """The config with model.* read from the pretrained model (no XL cache: local attention reads the segment
-    only; no smeared keys: its keys are its own)."""
+    """A copy of the config with model.* read from the pretrained model (no XL cache: local attention reads the
+    segment only; no smeared keys: its keys are its own)."""
     family_of(hf_config)
-    shape = shape_of(hf_config)
+    config, shape = config.copy(), shape_of(hf_config)
     for key in ("dim", "depth", "heads", "head_dim", "vocab_size"):
         setattr(config.model, key, shape[key])
     config.model.xl_cache, config.model.key_smear = 0, False
@@ -105,6 +105,17 @@ def derive_config(config: Config, hf_config) -> Config:
         raise ConfigError(f"data.segment = {config.data.segment} is longer than the pretrained model's "
                           f"{shape['positions']} positions: lower data.segment.")
     return config
+
+
+def check_config(config: Config, hf_config) -> None:
+    """Refuse model.* settings the pretrained model does not have (set after its shape was read, e.g. by --set or
+    a plan's variant), by name: they would otherwise be silently replaced by the pretrained model's."""
+    derived = derive_config(config, hf_config)
+    differ = [f"model.{k} = {v!r} (the pretrained model: {getattr(derived.model, k)!r})"
+              for k, v in vars(config.model).items() if getattr(derived.model, k) != v]
+    if differ:
+        raise ConfigError(f"train.init_from = {config.train.init_from!r}: model.* is the pretrained model's, but "
+                          f"{'; '.join(differ)}: drop these settings (or the plan's variants that change them).")
 
 
 def _split_source(source: str) -> tuple[Path, str | None]:

@@ -100,6 +100,9 @@ class State:
         for i, layer in enumerate(self.layers):
             layer.cache = tuple(tensors[f"layer{i}.{n}"].clone()
                                 for n in ("cache_keys", "cache_values", "cache_valid"))
+            if f"layer{i}.last_key" not in tensors:
+                raise UserError("this checkpoint's state predates smeared keys (no last_key): retrain the run, "
+                                "or evaluate its model.safetensors without --resume.")
             layer.last_key = tensors[f"layer{i}.last_key"].clone()
             if layer.memory is not None:
                 prefix = f"layer{i}.memory."
@@ -139,7 +142,7 @@ class MemorizingTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(m.dim)
         # Untied output embedding, every weight N(0, 0.02), no depth scaling of the residual projections: with
         # tied embeddings and GPT-2's scaled projections, small models learned to copy from their context several
-        # times slower (README: "Why memory did not retrieve").
+        # times slower (README: "What it takes for memory to retrieve").
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
         self.apply(self._init_weights)
 
