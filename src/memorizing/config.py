@@ -394,7 +394,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         # for memory to retrieve"). Documents of 4 KB or more: the memory fills within each.
         "model": {"dim": 64, "depth": 3, "heads": 4, "head_dim": 16, "xl_cache": 64, "key_smear": True},
         "memory": {"size": 2048, "top_k": 32, "layers": [1]},
-        "data": {"lanes": 16, "segment": 64, "min_document": 4096, "eval_tokens": 262144, "order_seed": 0},
+        # Evaluation: 16 test documents of 16 KB or more, sampled across the split, each cut to its first 16 KB
+        # (one per lane: every bucket up to 8-16 KB holds all 16 documents).
+        "data": {"lanes": 16, "segment": 64, "min_document": 4096, "eval_tokens": 262144, "eval_length": 16384,
+                 "eval_min_length": 16384, "order_seed": 0},
         "train": {"steps": 900, "lr": 5e-3, "warmup": 50, "checkpoint_every": 300, "log_every": 20,
                   "eval_every": 450},
     },
