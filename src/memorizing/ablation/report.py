@@ -67,7 +67,7 @@ def _measures(runs: list[dict]) -> dict:
     row = {}
     row["ppl_mean"], row["ppl_ci95"] = mean_ci([r["ppl"] for r in runs])
     row["bits_per_token_mean"] = mean("bits_per_token")
-    positions = list(runs[0]["by_position"])  # in document order
+    positions = sorted(runs[0]["by_position"], key=_bucket_start)  # in document order
     row["ppl_by_position"] = {p: statistics.fmean(r["by_position"][p]["ppl"] for r in runs if p in r["by_position"])
                               for p in positions}
     row["position_tokens"] = {p: runs[0]["by_position"][p]["tokens"] for p in positions}
@@ -84,6 +84,12 @@ def _measures(runs: list[dict]) -> dict:
                         "loss_spikes": sum(r["stability"]["loss_spikes"] for r in runs)}
     row["valid_ppl_equal_steps"] = _mean_or_none([_final_valid(r) for r in runs])
     return row
+
+
+def _bucket_start(label: str) -> int:
+    """The first byte of a position bucket from its label: '0-512' -> 0, '2K-8K' -> 2048, '8K+' -> 8192."""
+    start = label.split("-")[0].rstrip("+")
+    return int(start[:-1]) * 1024 if start.endswith("K") else int(start)
 
 
 def _final_valid(record: dict) -> float | None:
