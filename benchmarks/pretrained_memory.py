@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from memorizing.config import build_config
+from memorizing.run_config import build_config
 from memorizing.data.corpora import load_corpus, split_documents
 from memorizing.evaluate import evaluate, held_out
 from memorizing.model.pretrained import PretrainedMemorizing

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from memorizing.config import Config, build_config
+    from memorizing.config import Config
+    from memorizing.run_config import build_config
     from memorizing.train import train
     out = Path(args.out)
     if args.resume and not (args.config or args.preset or args.corpus or args.sets or args.init_from):

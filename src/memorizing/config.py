@@ -414,21 +414,3 @@ def preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r} is unknown: allowed presets are {', '.join(PRESETS)}.")
     return Config.from_dict(PRESETS[name], source=f"preset {name}")
-
-
-def build_config(config_file: str | None = None, preset_name: str | None = None,
-                 corpus: str | None = None, assignments: list[str] | None = None,
-                 init_from: str | None = None) -> Config:
-    """The one place a run's configuration is assembled: preset, then file, then --corpus, then --init-from (a
-    pretrained model's shape replaces model.*), then --set."""
-    config = preset(preset_name) if preset_name else Config()
-    if config_file:
-        config.update(Config.read_toml(config_file), source=config_file)
-    if corpus:
-        config.data.corpus = corpus
-    if init_from:
-        config.train.init_from = init_from
-        if init_from.startswith(HF_PREFIX):
-            from memorizing.model.pretrained import derive_config, source_config
-            config = derive_config(config, source_config(init_from))
-    return config.override(assignments or [])

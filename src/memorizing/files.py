@@ -5,6 +5,8 @@ import tempfile
 from pathlib import Path
 
 
+PRETRAINED_DIR = "hf"  # in a run folder: a pretrained model's architecture (config.json) and tokenizer
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

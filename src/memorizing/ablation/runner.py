@@ -22,7 +22,8 @@ from memorizing.ablation.mapping import Resolution, Variant, resolve
 from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.ablation.report import CONTROLS, write_report
 from memorizing.ablation.study_folder import RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id
-from memorizing.config import HF_PREFIX, Config, build_config
+from memorizing.config import HF_PREFIX, Config
+from memorizing.run_config import build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 from memorizing.progress import progress

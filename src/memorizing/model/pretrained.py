@@ -41,8 +41,9 @@ from torch import nn
 
 from memorizing.config import HF_PREFIX, Config, ConfigError
 from memorizing.errors import UserError
+from memorizing.files import PRETRAINED_DIR
 from memorizing.model.memory_attention import MemoryAttention
-from memorizing.model.transformer import PRETRAINED_DIR, LayerState, State
+from memorizing.model.state import LayerState, State
 
 try:
     import transformers

@@ -1,0 +1,96 @@
+"""What a model carries from one segment to the next, per lane: document positions, and per layer the
+Transformer-XL cache, the last key before smearing and the kNN memory. `State.reset` is where a new document
+clears a lane; `LayerState.write` is where a segment is remembered; `tensors` / `load_tensors` are checkpoints.
+Our model (transformer.py) and pretrained models with memory (pretrained.py) share it."""
+
+import torch
+
+from memorizing.errors import UserError
+from memorizing.memory.store import KNNMemory
+
+
+class LayerState:
+    """One layer's recurrent state for B lanes: the XL cache (last C keys/values), the last token's key before
+    smearing (model.key_smear), and, if any, the kNN memory."""
+
+    def __init__(self, *, lanes: int, heads: int, head_dim: int, cache_size: int, memory_size: int, buckets: int,
+                 ivf: tuple[int, int] | None, device, dtype):
+        """cache_size: XL cache tokens (0 = none); memory_size: kNN memory entries (0 = no memory in this layer);
+        buckets, ivf: the memory's search structures (KNNMemory)."""
+        self.cache_size = cache_size
+        self.cache = (torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # keys
+                      torch.zeros(lanes, heads, cache_size, head_dim, device=device, dtype=dtype),  # values
+                      torch.zeros(lanes, cache_size, device=device, dtype=torch.bool))  # [B, C] valid
+        self.last_key = torch.zeros(lanes, heads, head_dim, device=device, dtype=dtype)  # [B, H, D]; 0: none yet
+        self.memory = (KNNMemory(lanes, heads, memory_size, head_dim, buckets, device, dtype, ivf) if memory_size
+                       else None)
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor,
+               last_key: torch.Tensor) -> None:
+        """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L], and its last
+        token's key before smearing [B, H, D]."""
+        self.last_key = last_key.detach()
+        if self.cache_size:
+            cache_k, cache_v, valid = self.cache
+            now_valid = torch.ones_like(positions, dtype=torch.bool)
+            if keys.shape[2] >= self.cache_size:  # the segment alone fills the cache
+                self.cache = (keys.detach()[:, :, -self.cache_size:], values.detach()[:, :, -self.cache_size:],
+                              now_valid[:, -self.cache_size:])
+            else:
+                self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
+                              torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
+                              torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
+        if self.memory is not None:
+            self.memory.write(keys, values, positions)
+
+    def reset(self, starting: torch.Tensor, memory: bool = True) -> None:
+        """Clear the XL cache of the lanes where `starting` [B] is True, and their kNN memory if `memory`."""
+        self.cache = tuple(t.masked_fill(starting.view(-1, *[1] * (t.dim() - 1)), 0) for t in self.cache)
+        self.last_key = self.last_key.masked_fill(starting.view(-1, 1, 1), 0)
+        if self.memory is not None and memory:
+            self.memory.reset(starting)
+
+
+class State:
+    """What the model carries between segments, per lane: document position, XL caches, kNN memories."""
+
+    def __init__(self, layers: list[LayerState], lanes: int, device, reset_memory: bool = True):
+        self.layers = layers
+        # [B] tokens read of the document; with reset_memory False, of the lane's stream, as memory spans documents
+        self.position = torch.zeros(lanes, dtype=torch.long, device=device)
+        self.reset_memory = reset_memory
+
+    def reset(self, starting: torch.Tensor) -> None:
+        """A new document starts in the lanes where `starting` [B] (bool) is True: clear their XL caches and (unless
+        memory.reset is off) their memories and positions, and nothing else."""
+        if self.reset_memory:
+            self.position = self.position.masked_fill(starting, 0)
+        for layer in self.layers:
+            layer.reset(starting, memory=self.reset_memory)
+
+    def memories(self) -> list[KNNMemory]:
+        return [layer.memory for layer in self.layers if layer.memory is not None]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything in the state as named tensors (for checkpoints)."""
+        out = {"position": self.position}
+        for i, layer in enumerate(self.layers):
+            for name, t in zip(("cache_keys", "cache_values", "cache_valid"), layer.cache):
+                out[f"layer{i}.{name}"] = t
+            out[f"layer{i}.last_key"] = layer.last_key
+            if layer.memory is not None:
+                out.update({f"layer{i}.memory.{k}": t for k, t in layer.memory.tensors().items()})
+        return {k: v.contiguous() for k, v in out.items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.position = tensors["position"].clone()
+        for i, layer in enumerate(self.layers):
+            layer.cache = tuple(tensors[f"layer{i}.{n}"].clone()
+                                for n in ("cache_keys", "cache_values", "cache_valid"))
+            if f"layer{i}.last_key" not in tensors:
+                raise UserError("this checkpoint's state predates smeared keys (no last_key): retrain the run, "
+                                "or evaluate its model.safetensors without --resume.")
+            layer.last_key = tensors[f"layer{i}.last_key"].clone()
+            if layer.memory is not None:
+                prefix = f"layer{i}.memory."
+                layer.memory.load_tensors({k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)})
