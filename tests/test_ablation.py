@@ -159,7 +159,7 @@ def test_resolve_writes_a_toml_plan_that_runs_the_same_study(tmp_path, capsys):
     assert main(["ablate", "--resolve", str(out), "--preset", "cpu"]) == 0
     text = out.read_text()
     assert '[[ablation]]\ntitle = "Remove kNN Memory Branch"' in text
-    assert "# key/query normalisation removed in the memory layer (layer 2); other layers keep it" in text
+    assert "# key/query normalisation removed in the memory layer (layer 1); other layers keep it" in text
     assert 'name = "approximate_kNN"' in text and "equals_baseline = true" in text
     markdown = runner.plan_study(None, "cpu", None, [], 3)
     again = runner.plan_study(str(out), "cpu", None, [], 3)
