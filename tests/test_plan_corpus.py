@@ -22,8 +22,8 @@ PLANS = sorted((Path(__file__).parent / "plans").glob("*.md"))
 # Probes written by the reader's implementer in further styles (JSON, setext headings, inline enumerations, field
 # sub-headings, terse arrows, plans wrapped in Baseline/Summary sections; then one or more per class of failure
 # found on held-out plans: field lists, placeholders, Unicode punctuation, baseline references, tables, described
-# position biases, layer qualifiers, shared concepts, literal keys): regression tests, kept apart from the
-# independent corpus above.
+# position biases, layer qualifiers, shared concepts, literal keys, training settings in prose, relative values,
+# paper references): regression tests, kept apart from the independent corpus above.
 PROBES = sorted((Path(__file__).parent / "plans" / "probes").glob("*.md"))
 
 

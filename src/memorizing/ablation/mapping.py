@@ -261,7 +261,8 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             return
         changes = parsed.changes
         adds = re.match(r"\s*(?:add|adding|also add|plus)\b", item.text, re.I)  # 'add memory at layer 6'
-        if component.name == "memory_layers" and (r.action == "ADD" or adds):
+        if component.name == "memory_layers" and (r.action == "ADD" or adds) and \
+                isinstance(changes["memory.layers"], list):
             base = [n + 1 for n in ctx.baseline.memory_placement()]
             changes = {"memory.layers": sorted(set(base) | set(changes["memory.layers"]))}
         r.variants.append(Variant(item.text, title, item.text, changes))

@@ -23,8 +23,12 @@ POSITION_NEAREST = ("memory.position_bias = \"t5-relative\" (T5-style relative d
                     "(learned bias by the stored key's position)")
 SEARCH_NEAREST = ("memory.search = \"ivf\" (inverted-file index, with memory.ivf_lists and memory.ivf_probe), "
                   "\"bucketed\" (the paper's approximate top-k) or \"exact\"")
-TRAINING_NEAREST = ("not a plan component; name the config key literally where one exists, e.g. `train.lr=3e-4`, "
-                    "`train.weight_decay=0.05`, `train.warmup=500`")
+TRAINING_NEAREST = ("the training settings a plan can change are the learning rate (train.lr), the number of training "
+                    "steps (train.steps), the warm-up (train.warmup) and weight decay (train.weight_decay), e.g. "
+                    "'learning rate 3e-4', 'train for 200000 steps', 'halve the training steps'; the batch is "
+                    "data.lanes")
+SCHEDULE_NEAREST = ("the schedule is fixed (linear warm-up, then cosine decay to a tenth of train.lr at train.steps); "
+                    "train.lr, train.warmup and train.steps can change")
 
 MISSING = (
     Missing("a position bias of the local attention (local attention always uses the T5 relative bias; it cannot "
@@ -77,12 +81,17 @@ MISSING = (
                r"memory layer\b|\bmemory[- ](?:layer )?heads\b"),
             "model.heads, model.head_dim and model.dim, which change every layer"),
     Missing("dropout", _p(r"\bdropout\b"), TRAINING_NEAREST),
-    Missing("the optimiser (optimizer)", _p(r"\boptimi[sz]er\b|\badamw?\b|\badafactor\b|\bsgd\b|\blion\b"),
+    Missing("the optimiser (optimizer)",
+            _p(r"\boptimi[sz]er\b(?!\s+(?:steps|updates|iterations))|\badamw?\b|\badafactor\b|\bsgd\b|\blion\b"),
             TRAINING_NEAREST),
-    Missing("the learning rate", _p(r"\blearning[- ]rates?\b|\blr schedule\b"), TRAINING_NEAREST),
-    Missing("training hyperparameters (weight decay, warm-up, batch size, gradient clipping, training length)",
-            _p(r"\bweight[- ]decay\b|\bwarm-?up\b|\bbatch[- ]size\b|\bgradient clipping\b|\blabel smoothing\b|"
-               r"\b(?:number of )?training steps\b|\btrain(?:ing)? (?:for )?longer\b|\bepochs?\b"),
+    Missing("a different learning-rate schedule",
+            _p(r"\b(?:learning[- ]rate|lr)[- ](?:schedul\w*|decay|annealing|restarts?)\b|\b(?:cosine|linear|"
+               r"exponential|step|polynomial|inverse[- ]square[- ]root|rsqrt|constant|cyclic\w*|one[- ]?cycle)\s+"
+               r"(?:lr\s+|learning[- ]rate\s+)?(?:schedul\w*|decay|annealing)\b|\bwarm[- ]?restarts?\b|"
+               r"\b(?:anneal\w*|decay\w*)\s+(?:the\s+)?(?:learning[- ]rate|lr)\b"), SCHEDULE_NEAREST),
+    Missing("training hyperparameters other than the learning rate, steps, warm-up and weight decay (batch size, "
+            "gradient clipping, label smoothing, epochs)",
+            _p(r"\bbatch[- ]size\b|\bgradient clipping\b|\blabel smoothing\b|\bepochs?\b"),
             TRAINING_NEAREST),
     Missing("a change at evaluation only (a plan trains every variant)",
             _p(r"\b(?:at|during|for) (?:evaluation|eval|test(?:ing)?|inference)(?: time)? only\b|\bonly (?:at|during|"

@@ -43,11 +43,30 @@ VAGUE = re.compile(r"\b(?:an?\s+(?:faster|slower|better|cheaper|different|other|
                    r"to be (?:decided|determined|chosen|defined)|various|several|some|earlier|later|deeper|"
                    r"shallower|wider|narrower)\b")
 
-MULTIPLIER = re.compile(r"\b(?P<word>halved|halve|half|quartered|quarter|doubled|double|twice|tripled|quadrupled)\b|"
-                        r"(?<![\w.])(?P<a>\d+(?:\.\d+)?)\s*[x×](?!\w)|(?<![\w.])[x×]\s*(?P<b>\d+(?:\.\d+)?)\b")
+# A multiple or a fraction of the baseline's value: 'halve', 'twice', 'a quarter of', 'a tenth of it', '4x',
+# 'four times as many'. 'N times' only before a comparison ('three times as many', 'ten times the'), never 'run it
+# three times'.
+MULTIPLIER = re.compile(
+    r"\b(?P<word>halved|halve|halving|half|quartered|quarter|doubled|double|doubling|twice|tripled|triple|tripling|"
+    r"quadrupled|quadruple|quadrupling|thirds?|fifths?|tenths?)\b|"
+    r"(?<![\w.])(?P<a>\d+(?:\.\d+)?)\s*[x×](?!\w)|(?<![\w.])[x×]\s*(?P<b>\d+(?:\.\d+)?)\b|"
+    r"(?<![\w.])(?P<times>\d+(?:\.\d+)?|two|three|four|five|ten)\s+times\s+(?=as\b|the\b|more\b|larger\b|"
+    r"bigger\b|higher\b|longer\b|greater\b)")
 
-MULTIPLIER_WORDS = {"halved": 0.5, "halve": 0.5, "half": 0.5, "quartered": 0.25, "quarter": 0.25, "doubled": 2,
-                    "double": 2, "twice": 2, "tripled": 3, "quadrupled": 4}
+MULTIPLIER_WORDS = {"halved": 0.5, "halve": 0.5, "halving": 0.5, "half": 0.5, "quartered": 0.25, "quarter": 0.25,
+                    "doubled": 2, "double": 2, "doubling": 2, "twice": 2, "tripled": 3, "triple": 3, "tripling": 3,
+                    "quadrupled": 4, "quadruple": 4, "quadrupling": 4, "third": 1 / 3, "thirds": 1 / 3,
+                    "fifth": 0.2, "fifths": 0.2, "tenth": 0.1, "tenths": 0.1, "two": 2, "three": 3, "four": 4,
+                    "five": 5, "ten": 10}
+
+
+def multiplier(m: re.Match) -> float:
+    """The factor a MULTIPLIER match names."""
+    if m["word"]:
+        return MULTIPLIER_WORDS[m["word"]]
+    said = m["a"] or m["b"] or m["times"]
+    return float(MULTIPLIER_WORDS.get(said, None) or said)
+
 
 OTHER_UNITS = re.compile(r"^\s*(?:lists?|probes?|buckets?|bits?|tables?|seeds?|steps?|heads?|layers?|gb|mb|"
                          r"hours?|%|percent|dims?|dimensions?|clusters?|centroids?|neighbou?rs?|entries|entry|slots?|"
@@ -144,9 +163,21 @@ def qk_keys(ctx: Context) -> tuple[str, ...]:
 
 
 def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool = False,
-          off_means_zero: bool = False):
-    """A positive integer with units (`16K entries`, `2^14`, `256 tokens`) or a multiple of the baseline."""
+          off_means_zero: bool = False, real: bool = False):
+    """A positive integer with units (`16K entries`, `2^14`, `256 tokens`) or a multiple of the baseline ('halve
+    it', 'a quarter of the baseline size', 'four times as many'); with `real`, a positive number (`3e-4`, 'a tenth
+    of the baseline learning rate')."""
     unit_re = re.compile(units) if units else None
+
+    def new_value(factor: float, text: str, ctx: Context) -> Parsed:
+        section, name = key.split(".")
+        value = getattr(getattr(ctx.baseline, section), name) * factor
+        if real:
+            return Parsed({key: float(f"{value:.12g}")}) if value > 0 or zero and value == 0 else \
+                Parsed(problem=f"value {text!r} does not give a positive {label}")
+        if abs(value - round(value)) > 1e-9 or value < 1:
+            return Parsed(problem=f"value {text!r} of the baseline's {label} is not a whole number")
+        return Parsed({key: int(round(value))})
 
     def parse(item: Item, ctx: Context) -> Parsed:
         text = re.sub(r"\btop[-_](?=\d)", "top ", item.text, flags=re.I)  # 'top-64' is k = 64
@@ -155,23 +186,25 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
         factor = relative_factor(t, ctx.scope)
         if re.search(r"\bby\s+\d", t) or factor == "unclear":
             return Parsed(problem=f"value {text!r} gives a change, not the new {label}: give the value itself")
+        if re.search(r"\d\s*(?:halves|thirds?|quarters?|fifths?|tenths?)\b|\b(?:per ?cent|%)", t):
+            return Parsed(problem=f"value {text!r} gives a fraction of the baseline's {label}: give the value itself")
         if isinstance(factor, float):
-            out, t = MULTIPLIER.sub(" ", re.sub(r"(?:by )?a factor of \d+(?:\.\d+)?", " ", out)), ""
-            section, name = key.split(".")
-            value = getattr(getattr(ctx.baseline, section), name) * factor
-            if numbers(out) or value != int(value) or value < 1:
+            out = MULTIPLIER.sub(" ", re.sub(r"(?:by )?a factor of \d+(?:\.\d+)?", " ", out))
+            if numbers(out):
                 return Parsed(problem=f"value {text!r} does not give a whole {label}")
-            return Parsed({key: int(value)})
-        nums = numbers(out)
+            return new_value(factor, text, ctx)
+        # 'four times as many': the factor's number is no value
+        times = [m for m in MULTIPLIER.finditer(out) if m["times"]]
+        nums = numbers(MULTIPLIER.sub(lambda m: " " * len(m.group(0)) if m["times"] else m.group(0), out))
+        if len({multiplier(m) for m in MULTIPLIER.finditer(t)}) > 1:  # 'double ...: twice as many' is one
+            return Parsed(problem=f"value {text!r} gives several multiples: give one {label} per variant")
+        if times and nums:
+            return Parsed(problem=f"value {text!r} gives both a multiple of the baseline's {label} and a number: give "
+                                  f"one of them")
         if not nums:
-            m = MULTIPLIER.search(t)
+            m = times[0] if times else MULTIPLIER.search(t)
             if m and multipliers:
-                factor = MULTIPLIER_WORDS.get(m["word"] or "", None) or float(m["a"] or m["b"])
-                section, name = key.split(".")
-                value = getattr(getattr(ctx.baseline, section), name) * factor
-                if value != int(value) or value < 1:
-                    return Parsed(problem=f"{text!r} of the baseline's {label} is not a whole number")
-                return Parsed({key: int(value)})
+                return new_value(multiplier(m), text, ctx)
             if off_means_zero and OFF.search(t):
                 return Parsed({key: 0})
             inner = numbers(parens(text))
@@ -187,6 +220,13 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
         after = out[n.end:]
         if OTHER_UNITS.match(after) and not (unit_re and unit_re.match(after.strip().lower())):
             return Parsed(problem=f"value {text!r} is not a {label} (it counts {after.split()[0]})")
+        if real:
+            if not (n.value > 0 or zero and n.value == 0):
+                return Parsed(problem=f"{label} must be {'zero or more' if zero else 'positive'}; {n.text!r} is not")
+            extra = leftovers(text, [n.value], (key,), ctx)
+            if extra:
+                return extra_problem(extra, text, label)
+            return Parsed({key: float(f"{n.value:.12g}")})
         if n.integer is None:
             return Parsed(problem=f"{label} must be a whole number; {n.text!r} is not")
         if n.integer < (0 if zero else 1):
@@ -202,13 +242,13 @@ def relative_factor(text: str, scope: str = "") -> float | str | None:
     """'by a factor of 4' with 'reduce' (in the value or its section) is 1/4, with 'increase' 4; '4x smaller' is
     1/4; None when the value gives no factor, 'unclear' when it gives one without a direction."""
     m = re.search(r"\bfactor of\s+(\d+(?:\.\d+)?)|(?<![\w.])(\d+(?:\.\d+)?)\s*[x×]\s+(smaller|larger|bigger|"
-                  r"fewer|more|less|shorter|longer)\b", text)
+                  r"fewer|more|less|shorter|longer|lower|higher|greater)\b", text)
     if not m:
         return None
     n = float(m[1] or m[2])
     where = m[3] or f"{text} {scope}"
     down = re.search(r"\b(?:reduc|decreas|shrink|lower|cut|divid|smaller|fewer|less|shorter)\w*", where)
-    up = re.search(r"\b(?:increas|grow|enlarg|rais|multipl|larger|bigger|more|longer)\w*", where)
+    up = re.search(r"\b(?:increas|grow|enlarg|rais|multipl|larger|bigger|more|longer|higher|greater)\w*", where)
     if bool(down) == bool(up) or n <= 0:
         return "unclear"
     return 1 / n if down else n
@@ -433,8 +473,7 @@ def model_parse(item: Item, ctx: Context) -> Parsed:
             used.append(nums[0].value)
         elif not nums and factor and len(named) == 1:  # 'halved' of the one dimension the part names
             section, name = named[0].split(".")
-            value = getattr(getattr(ctx.baseline, section), name) * (
-                MULTIPLIER_WORDS.get(factor["word"] or "") or float(factor["a"] or factor["b"]))
+            value = getattr(getattr(ctx.baseline, section), name) * multiplier(factor)
             if value == int(value) and value >= 1:
                 changes[named[0]] = int(value)
         else:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from memorizing.ablation.layout import Section
 from memorizing.ablation.parsers import MULTIPLIER, Context, outside_parens, relative_factor
 from memorizing.ablation.registry import Component
-from memorizing.ablation.values import (Item, blank_kept, is_baseline_sentence, numbers, sentences, split_values,
-                                        without_baseline_clauses, without_references, words)
+from memorizing.ablation.values import (Item, blank_kept, is_baseline_sentence, is_baseline_value, numbers, sentences,
+                                        split_values, without_baseline_clauses, without_references, words)
 
 
 ACTION_WORDS = {
@@ -107,10 +107,15 @@ PURPOSE = re.compile(r"[,;]?\s+(?:to (?:see|test|check|measure|find out|understa
                      r"would|will|tests)|as a (?:sanity )?check|for comparison)\b.*$", re.I)
 
 
+AFTERWARDS = re.compile(r"\s+and\s+(?:then\s+)?(?:re-?train|re-?run|train|run|compare|evaluate|measure|report|check|"
+                        r"see|log)\b[^,;]*$", re.I)
+
+
 def target_of(sentence: str) -> str:
     """The new setting a sentence states: after an arrow, 'replace ... with X', 'set ... to X', 'use X';
     without what it replaces, what is kept and why it is done."""
     s = PURPOSE.sub("", blank_kept(without_references(sentence)))
+    s = AFTERWARDS.sub("", s)  # 'lower the learning rate to 3e-4 and retrain': what is done after, no value
     arrow = re.split(r"\s*(?:→|->|=>|⇒)\s*", s)
     if len(arrow) > 1:
         old = re.search(r"\S*\d\S*(?:\s+[A-Za-z-]+){0,2}\s*$", arrow[-2])
@@ -173,8 +178,8 @@ def free_items(component: Component, targets: list[str], title: str, ctx: Contex
                                     f"{component.label} but also {failed.text!r}, which is not understood: "
                                     f"{component.parse(failed, ctx).problem}", partial=True)
             items += taken
-        if items:
-            return Said(items)
+        if items:  # 'as in the paper' next to values is a remark on them, no variant of its own
+            return Said([i for i in items if not is_baseline_value(i.text)] or items)
     return Said(problem=first_problem)
 
 
@@ -196,12 +201,12 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
             continue
         if nums and p not in cued and not (cued and _bare(p.text)):
             continue
-        if not nums and not (p in cued or MULTIPLIER.search(words(p.text))):
+        if not nums and not (p in cued or MULTIPLIER.search(words(p.text)) or is_baseline_value(p.text)):
             continue
         parsed = component.parse(p, ctx)
         if parsed.changes is not None:
             items.append(p)
-        elif nums and not problem:
+        elif (nums or MULTIPLIER.search(words(p.text))) and not problem:
             problem = parsed.problem or ""
     return items if items or not problem else problem
 
@@ -264,4 +269,5 @@ def _cued(component: Component, text: str) -> bool:
 
 def _bare(text: str) -> bool:
     """A number on its own, perhaps after the word that joins it to the list ('and 16', 'plus 32', 'at 128')."""
-    return bool(re.fullmatch(r"\s*(?:(?:and|or|plus|also|then|finally|at|to)\s+)*[\d.,]+\s*[kK]?\s*", words(text)))
+    return bool(re.fullmatch(r"\s*(?:(?:and|or|plus|also|then|finally|at|to)\s+)*[\d.,]+(?:e[-+]?\d+)?\s*[kK]?\s*",
+                             words(text)))

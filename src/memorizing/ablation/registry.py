@@ -12,12 +12,13 @@ Each component has
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from memorizing.ablation.parsers import (ABSOLUTE_BIAS, NB, RELATIVE_BIAS, RELATIVE_DESCRIPTION, Context, Item, Parsed,
-                                         bias_parse, count, fixed, gate_parse, layers_parse, model_parse, open_choice,
-                                         qk_keys, search_parse, switch, xl_add)
+from memorizing.ablation.parsers import (ABSOLUTE_BIAS, MULTIPLIER, NB, RELATIVE_BIAS, RELATIVE_DESCRIPTION, VAGUE,
+                                         Context, Item, Parsed, bias_parse, count, fixed, gate_parse, layers_parse,
+                                         model_parse, open_choice, qk_keys, search_parse, switch, xl_add)
+from memorizing.ablation.values import BASELINE_SUFFIX, is_baseline_value, numbers, words
 
 
 REASONS = ("not-available", "equals-baseline", "ambiguous", "unknown", "invalid")
@@ -212,8 +213,85 @@ COMPONENTS = (
         open_choice("the model cannot be removed"),
         open_choice("ADD to the model does not say what: REPLACE its depth, width or heads with values"),
         keywords=r"(?:depth|width|d[ _]?model|heads|layers)\s*(?:of|=|to|:)?\s*$", numeric=True),
+    # Training settings the lab has (train.lr, train.steps, train.warmup, train.weight_decay): values, multiples or
+    # fractions of the baseline's. Dropout, label smoothing, the optimiser, the schedule's shape and batch size are
+    # refused as not available (missing.py).
+    Component(
+        "lr", "learning rate", ("train.lr",),
+        ((r"\b(?:peak |base |initial |max(?:imum)? )?learning[- ]rates?\b", 3), (r"\blr\b", 3)),
+        r"\blearning[- ]rates?\b|\blr\b", count("train.lr", "learning rate", "", real=True),
+        "a learning rate, e.g. 3e-4, or a multiple of the baseline's (halved, a tenth of it)",
+        open_choice("the learning rate cannot be removed: REPLACE it with a value"),
+        open_choice("ADD to the learning rate does not say how much: REPLACE it with a value"),
+        keywords=r"(?:\blr|learning[- ]rates?|rate)\s*(?:of|=|to|at|:|∈)?\s*$", numeric=True),
+    Component(
+        "steps", "training length (steps)", ("train.steps",),
+        ((r"\b(?:number of |total )?(?:training|train|optimi[sz]ation|optimi[sz]er|gradient) (?:steps|updates|"
+          r"iterations)\b", 3), (r"\bsteps? count\b|\bnumber of steps\b", 3),
+         (r"\btraining (?:length|duration|budget|horizon)\b", 3), (r"\b(?:longer|shorter) training\b", 3),
+         (r"\btrain(?:ing|s|ed)? (?:for )?(?:longer|shorter|less|more)\b", 3),
+         (r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )", 1), (r"\biterations\b", 1)),
+        r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )|\bstep count\b|\biterations\b",
+        count("train.steps", "number of training steps", r"(?:training |train |optimi[sz]er |gradient )?(?:steps?|"
+                                                         r"iterations?|updates)"),
+        "a number of training steps, e.g. 200000, or a multiple of the baseline's (halved)",
+        open_choice("the training steps cannot be removed: REPLACE them with a number of steps"),
+        open_choice("ADD to the training steps does not say how many: REPLACE them with a number of steps"),
+        units=r"(?:training |train |optimi[sz]er |gradient )?(?:steps?|iterations?|updates)",
+        keywords=r"(?:steps|step count|iterations|train(?:ing)? for)\s*(?:of|=|to|:)?\s*$", numeric=True),
+    Component(
+        "warmup", "learning-rate warm-up (steps)", ("train.warmup",),
+        ((r"\bwarm[- ]?up\b", 3),),
+        r"\bwarm[- ]?up\b", count("train.warmup", "warm-up length", r"(?:warm[- ]?up )?steps?", zero=True,
+                                              off_means_zero=True),
+        "a number of warm-up steps, e.g. 2000 (0 = none)",
+        fixed({"train.warmup": 0}),
+        open_choice("ADD of a warm-up does not say how long: give a number of warm-up steps"),
+        units=r"(?:warm[- ]?up )?steps?", keywords=r"warm[- ]?up(?: steps| length| of)?\s*(?:of|=|to|:)?\s*$",
+        numeric=True),
+    Component(
+        "weight_decay", "weight decay", ("train.weight_decay",),
+        ((r"\bweight[- ]decay\b", 3),),
+        r"\bweight[- ]decay\b", count("train.weight_decay", "weight decay", "", zero=True, real=True),
+        "a weight decay, e.g. 0.05 (0 = none)",
+        fixed({"train.weight_decay": 0.0}),
+        open_choice("ADD of weight decay does not say how much: give a value"),
+        keywords=r"(?:weight[- ]decay)\s*(?:of|=|to|at|:|∈)?\s*$", numeric=True),
 )
 
+
+def _baseline_value(component: Component) -> Component:
+    """The component, its parser also reading a reference to the baseline ('as in the paper', "the paper's value",
+    'paper default') as the baseline's own setting of its keys (which then equals the baseline)."""
+    parse = component.parse
+
+    def parse_or_baseline(item: Item, ctx: Context) -> Parsed:
+        if is_baseline_value(item.text) or _named_as_baseline(component, parse, item.text, ctx):
+            values = {k: getattr(getattr(ctx.baseline, k.split(".")[0]), k.split(".")[1]) for k in component.keys}
+            return Parsed({k: v for k, v in values.items() if v is not None})
+        return parse(item, ctx)
+    return replace(component, parse=parse_or_baseline)
+
+
+def _named_as_baseline(component: Component, parse: Callable[[Item, Context], Parsed], text: str,
+                       ctx: Context) -> bool:
+    """'top-k as in the paper', 'the search at the paper's setting': only the component's own name before a
+    reference to the baseline (no number, no other word that could be a value)."""
+    t = words(text)
+    m = BASELINE_SUFFIX.search(t)
+    if not m:
+        return False
+    head = t[:m.start()]
+    if numbers(head) or VAGUE.search(head) or MULTIPLIER.search(head) or head.strip() and \
+            parse(Item(head), ctx).changes is not None:
+        return False  # 'exact search as in the paper', 'fewer neighbours as in the paper': a value of its own
+    for pattern, _ in component.phrases:
+        head = re.sub(pattern, " ", head)
+    head = re.sub(r"\b(?:the|a|an|its|set|keep|leave|use|value|setting|of|for|to|at|with|is|are)\b", " ", head)
+    return not head.strip(" ,;:-—–()")
+
+
+COMPONENTS = tuple(_baseline_value(c) for c in COMPONENTS)
 BY_NAME = {c.name: c for c in COMPONENTS}
 
 # Concepts that two components make up together: local attention sees the segment and the XL cache of the previous

@@ -226,12 +226,37 @@ def split_values(text: str) -> list[Item]:
     items = []
     for piece in pieces:
         clean = re.sub(r"\.$", "", BASELINE_MARK.sub(" ", piece).strip(" ,;")).strip()
-        if re.fullmatch(r"(?:the\s+)?(?:baseline|paper|current|default)(?:\s+(?:setting|value|config))?", clean,
-                        re.I):
-            continue  # the baseline itself: always run
         if clean:
             items.append(Item(re.sub(r"\s+", " ", clean)))
-    return items
+    # the baseline itself next to other values is always run, and no variant; alone, it is the value asked for
+    # ('top-k: as in the paper'), which then equals the baseline
+    return [i for i in items if not is_baseline_value(i.text)] or items[:1]
+
+
+# A value that names the baseline's own setting instead of giving one: 'as in the paper', "the paper's value",
+# 'paper default', 'the baseline setting', 'as before'. Only these words: 'as in the paper but with 8' is no such
+# value.
+BASELINE_WORDS = r"(?:paper|baseline|default|original(?:\s+paper)?|preset|reference|published\s+(?:paper|model))"
+BASELINE_TAIL = (r"(?:\s+(?:main|reported|published|original|own|default|usual|standard|runs?|experiments?|"
+                 r"configuration|config|preset|choice|number|setup|settings?|values?|model))*")
+BASELINE_VALUE = re.compile(
+    r"\s*(?:(?:set|keep|use|leave|restore|reset|put|go|back|to|at|it|them|is|the same as|same as)\s+)*"
+    r"(?:(?:exactly|just|unchanged,?)\s+)?"
+    r"(?:as\s+(?:in|for|with|per)\s+(?:the\s+)?" + BASELINE_WORDS + r"(?:'s)?" + BASELINE_TAIL +
+    r"|as\s+(?:published|before|reported)|(?:the\s+)?" + BASELINE_WORDS + r"(?:'s)?" + BASELINE_TAIL +
+    r"|(?:the\s+)?current(?:\s+(?:value|setting|default|config(?:uration)?))?)\s*[.!]?\s*", re.I)
+
+
+# 'top-k as in the paper': the component's name, then the reference
+BASELINE_SUFFIX = re.compile(r"[,;:—–-]?\s*\b(?:exactly\s+|just\s+)?(?:as\s+(?:in|for|with|per)\s+(?:the\s+)?" +
+                             BASELINE_WORDS + r"(?:'s)?" + BASELINE_TAIL + r"|at\s+(?:the\s+)?" + BASELINE_WORDS +
+                             r"(?:'s)?\s+(?:value|setting|default))\s*[.!]?\s*$", re.I)
+
+
+def is_baseline_value(text: str) -> bool:
+    """Whether a value is only a reference to the baseline's own setting ('as in the paper', "the paper's value",
+    'paper default')."""
+    return bool(BASELINE_VALUE.fullmatch(words(text)))
 
 
 def _expand_set(text: str) -> list[str] | None:
@@ -370,7 +395,8 @@ def _share_units(pieces: list[str]) -> list[str]:
     """'8K', '16K', '32K entries' -> all with 'entries'; 'k = 1', '4', '32' -> all with 'k = '."""
     if len(pieces) < 2:
         return pieces
-    bare = [bool(re.fullmatch(r"[\d.,]+\s*(?:\^\s*\d+)?[kKmM]?(?:\s*\([^)]*\))?", p)) for p in pieces]
+    bare = [bool(re.fullmatch(r"[\d.,]+(?:[eE][-+]?\d+)?\s*(?:\^\s*\d+)?[kKmM]?(?:\s*\([^)]*\))?", p))
+            for p in pieces]
     last = UNIT.match(re.sub(r"\s*\([^)]*\)\s*$", "", pieces[-1]))
     if last and all(bare[:-1]):
         unit = last["unit"]
