@@ -58,6 +58,10 @@ def setup(device: str, lanes: int) -> tuple[Ranks, str]:
     return Ranks(dist.get_rank(), world, local_rank), device
 
 
-def teardown(ranks: Ranks) -> None:
+def teardown(ranks: Ranks, finished: bool) -> None:
+    """Leave the process group; after a finished run, only once every rank is done with it (a rank that destroyed
+    its group while another still wrote its last files could abort at exit)."""
     if ranks.world > 1 and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -207,10 +207,13 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
                           f"data.eval_min_length or set train.eval_every = 0.")
     ranks, device = setup(config.device(), config.data.lanes)
     try:
-        return _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
-                      documents, valid_documents, ranks, device)
-    finally:
-        teardown(ranks)
+        summary = _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
+                         documents, valid_documents, ranks, device)
+    except BaseException:
+        teardown(ranks, finished=False)
+        raise
+    teardown(ranks, finished=True)
+    return summary
 
 
 def _train(config, out, resume, progress, log, documents, valid_documents, ranks: Ranks, device: str) -> dict:
