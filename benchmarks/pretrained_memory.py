@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from memorizing.run_config import build_config
-from memorizing.data.corpora import load_corpus, split_documents
-from memorizing.evaluate import evaluate, held_out
+from memorizing.data.corpora import load_corpus
+from memorizing.evaluate import evaluate, evaluation_documents
 from memorizing.model.pretrained import PretrainedMemorizing
 from memorizing.model.transformer import load_model
 from memorizing.train import train
@@ -99,8 +99,7 @@ def main() -> None:
             "memory.layers=auto", *args.sets]
     base = build_config(None, "cpu", "python-stdlib", sets, init_from=f"hf:{source.resolve()}")
     d = base.data
-    documents = held_out(split_documents(load_corpus(d), "test", d.corpus), d.eval_tokens, d.eval_length,
-                         d.eval_min_length)
+    documents = evaluation_documents(load_corpus(d), d, "test", d.eval_tokens)
     print(f"{source.name}: {len(documents)} held-out documents, {sum(len(x.data) for x in documents):,} bytes; "
           f"segment {d.segment} tokens, {d.lanes} lanes, memory {base.memory.size} entries per lane and head")
 

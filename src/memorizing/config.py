@@ -17,6 +17,12 @@ import tomli_w
 from memorizing.errors import UserError
 
 HF_PREFIX = "hf:"  # train.init_from = "hf:PATH": a pretrained Hugging Face model (model/pretrained.py)
+
+
+def is_pretrained(init_from: str | None) -> bool:
+    """Whether train.init_from (or --init-from) names a pretrained Hugging Face model."""
+    return bool(init_from) and init_from.startswith(HF_PREFIX)
+
 SEARCH_BACKENDS = ("exact", "bucketed", "ivf")
 COMBINE_MODES = ("gate", "fixed", "joint")
 POSITION_BIASES = ("none", "t5-relative", "learned-absolute")

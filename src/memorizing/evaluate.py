@@ -11,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memorizing.data.corpora import Document
+from memorizing.data.corpora import CorpusError, Document, split_documents
 from memorizing.data.lanes import LaneStream
-from memorizing.errors import UserError
 from memorizing.memory.search import recall_counts
 
 # Position-in-document edges (bytes): the curve on which memory should pay off. The last bucket ends where the
@@ -47,6 +46,18 @@ def held_out(documents: list[Document], max_tokens: int = 0, length: int = 0, mi
         chosen.append(document)
         total += len(document.data) - 1
     return chosen
+
+
+def evaluation_documents(corpus: list[Document], data, split: str, max_tokens: int,
+                         fix: str = "lower data.eval_min_length") -> list[Document]:
+    """The held-out documents of `split` that the config `data` (data.eval_length, data.eval_min_length) selects,
+    up to `max_tokens` tokens (0 = all); refused, with `fix` in the message, when none is long enough."""
+    documents = held_out(split_documents(corpus, split, data.corpus), max_tokens, data.eval_length,
+                         data.eval_min_length)
+    if not documents:
+        raise CorpusError(f"{data.corpus}: no {split} document is at least data.eval_min_length = "
+                          f"{data.eval_min_length} bytes long: {fix}.")
+    return documents
 
 
 # Memory fill (entries held / memory.size) at which search recall is reported.
@@ -196,18 +207,14 @@ def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrid
                  measure_recall: bool = True, progress=None) -> dict:
     """Evaluate the model a run folder holds on a split of its corpus (or `corpus`), with the documents its
     config selects (data.eval_*): what `memorizing eval` prints and a study records."""
-    from memorizing.data.corpora import load_corpus, split_documents
+    from memorizing.data.corpora import load_corpus
     from memorizing.model.transformer import load_model
     model = load_model(folder, overrides)
     config = model.config
     if corpus:
         config.data.corpus = corpus
     d = config.data
-    documents = held_out(split_documents(load_corpus(d), split, d.corpus), d.eval_tokens, d.eval_length,
-                         d.eval_min_length)
-    if not documents:
-        raise UserError(f"{d.corpus}: no {split} document is at least data.eval_min_length = {d.eval_min_length} "
-                        f"bytes long: lower data.eval_min_length.")
+    documents = evaluation_documents(load_corpus(d), d, split, d.eval_tokens)
     update = None
     if progress is not None:  # a memorizing.progress reporter; a tokenizer's count is known only once read
         tokens_are_bytes = getattr(model, "encode", None) is None

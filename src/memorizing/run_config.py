@@ -2,7 +2,7 @@
 then --set. It sits above config.py because a pretrained model's shape (model/pretrained.py) may replace
 model.*."""
 
-from memorizing.config import HF_PREFIX, Config, preset
+from memorizing.config import Config, is_pretrained, preset
 
 
 def build_config(config_file: str | None = None, preset_name: str | None = None,
@@ -17,7 +17,7 @@ def build_config(config_file: str | None = None, preset_name: str | None = None,
         config.data.corpus = corpus
     if init_from:
         config.train.init_from = init_from
-        if init_from.startswith(HF_PREFIX):
+        if is_pretrained(init_from):
             from memorizing.model.pretrained import derive_config, source_config
             config = derive_config(config, source_config(init_from))
     return config.override(assignments or [])

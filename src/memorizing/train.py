@@ -22,12 +22,12 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
-from memorizing.config import HF_PREFIX, Config
+from memorizing.config import HF_PREFIX, Config, is_pretrained
 from memorizing.data.corpora import CorpusError, load_corpus, split_documents, splits_by_position
 from memorizing.data.lanes import LaneStream
 from memorizing.distributed import Ranks, setup, teardown
 from memorizing.errors import TrainingDiverged, UserError
-from memorizing.evaluate import evaluate, held_out
+from memorizing.evaluate import evaluate, evaluation_documents
 from memorizing.files import atomic_write
 from memorizing.metrics_log import MetricsLog
 from memorizing.model.transformer import CONFIG_FILE, MemorizingTransformer, save_model
@@ -167,12 +167,17 @@ def check_run_folder(out: Path, config: Config, resume: bool) -> None:
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out.")
 
 
+def has_checkpoint(out: Path) -> bool:
+    """Whether the run folder holds a checkpoint (or the previous one, kept while a new one is written)."""
+    return any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old"))
+
+
 def train_to_end(config: Config, out: str | Path, progress: bool = True, log=print) -> dict:
     """The summary of the finished run in `out`, training it first: from the start, or from its checkpoint if it
     was interrupted (a folder started but never checkpointed holds nothing to keep and starts over)."""
     out = Path(out)
     if not (out / SUMMARY).exists():
-        resume = any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old"))
+        resume = has_checkpoint(out)
         if not resume and out.exists():
             shutil.rmtree(out)
         train(config, out, resume=resume, progress=progress, log=log)
@@ -189,7 +194,7 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
     Under torchrun every process calls this: see distributed.py."""
     out = Path(out)
     config.validate()
-    if config.train.init_from.startswith(HF_PREFIX):  # model.* must be the pretrained model's
+    if is_pretrained(config.train.init_from):  # model.* must be the pretrained model's
         from memorizing.model.pretrained import check_config, source_config
         check_config(config, source_config(config.train.init_from))
     check_run_folder(out, config, resume)
@@ -198,13 +203,10 @@ def train(config: Config, out: str | Path, resume: bool = False, progress: bool 
         log(f"corpus {config.data.corpus!r} has {len(corpus)} documents, too few to hold out whole ones: each is "
             f"split by position, its first 90% for training, the next 5% for valid and the last 5% for test")
     documents = training_documents(config, corpus)
-    d = config.data
-    valid_documents = (held_out(split_documents(corpus, "valid", d.corpus), d.eval_tokens // 8, d.eval_length,
-                                d.eval_min_length) if config.train.eval_every else [])  # eval_tokens 0: all
-    if config.train.eval_every and not valid_documents:
-        raise CorpusError(f"{d.corpus}: no valid document is at least data.eval_min_length = {d.eval_min_length} "
-                          f"bytes long, so train.eval_every has nothing to validate on: lower "
-                          f"data.eval_min_length or set train.eval_every = 0.")
+    valid_documents = (evaluation_documents(corpus, config.data, "valid", config.data.eval_tokens // 8,
+                                            fix="train.eval_every has nothing to validate on; lower "
+                                                "data.eval_min_length or set train.eval_every = 0")
+                       if config.train.eval_every else [])  # eval_tokens 0: all of them
     ranks, device = setup(config.device(), config.data.lanes)
     try:
         summary = _train(config, out, resume, progress and ranks.main, log if ranks.main else (lambda *_: None),
@@ -221,18 +223,18 @@ def _train(config, out, resume, progress, log, documents, valid_documents, ranks
     lanes = ranks.lanes(config.data.lanes)  # this process's lanes of the global batch
     check_fits(config, device)
     reset_peak_memory()
-    if resume and not any((out / name).exists() for name in (CHECKPOINT, f".{CHECKPOINT}.old")):
+    if resume and not has_checkpoint(out):
         log(f"{out}: stopped before its first checkpoint; starting it again from step 0")
         resume = False
     torch.manual_seed(t.seed)
-    if t.init_from.startswith(HF_PREFIX):  # a pretrained model with the memory branch added (also on resume)
+    if is_pretrained(t.init_from):  # a pretrained model with the memory branch added (also on resume)
         from memorizing.model.pretrained import PretrainedMemorizing
         model = PretrainedMemorizing.from_source(t.init_from, config).to(device)
         log(f"pretrained {type(model.lm).__name__} from {t.init_from.removeprefix(HF_PREFIX)}; memory branch in "
             f"layers {[i + 1 for i in model.memory_layers] or 'none'}")
     else:
         model = MemorizingTransformer(config).to(device)
-    if t.init_from and not t.init_from.startswith(HF_PREFIX) and not resume:  # a resumed run has its own weights
+    if t.init_from and not is_pretrained(t.init_from) and not resume:  # a resumed run has its own weights
         fresh = load_weights_from(model, t.init_from)
         log(f"weights from {t.init_from}; starting from their initialisation: {', '.join(fresh) or 'nothing'}")
     optimizer = make_optimizer(model, config)

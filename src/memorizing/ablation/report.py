@@ -17,6 +17,7 @@ from pathlib import Path
 
 from memorizing.ablation.statistics import LEVEL, holm, interpolate, mean_ci, paired
 from memorizing.ablation.study_folder import STUDY, read_ledger, run_id
+from memorizing.config import is_pretrained
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 
@@ -121,16 +122,16 @@ def _equal_time(report: dict, study: dict, records: dict) -> None:
     keys = {v["name"]: v["key"] for v in study["variants"]}
     at = lambda name, seed: _valid_at(records[run_id(keys[name], seed)], seconds)
     base = report["variants"][0]
+    base_values = {s: at(base["name"], s) for s in base["seeds"]}
     for v in report["variants"]:
         if v.get("valid_ppl_equal_steps") is None:
             continue
         name = v["same_config_as"] or v["name"]
         values = {s: at(name, s) for s in v["seeds"]}
         v["valid_ppl_equal_time"] = _mean_or_none(list(values.values()))
-        shared = [s for s in v["seeds"] if s in base["seeds"] and values[s] is not None
-                  and at(base["name"], s) is not None]
+        shared = [s for s in v["seeds"] if values[s] is not None and base_values.get(s) is not None]
         if v is not base and shared:
-            v["delta_equal_time"] = paired([values[s] for s in shared], [at(base["name"], s) for s in shared])
+            v["delta_equal_time"] = paired([values[s] for s in shared], [base_values[s] for s in shared])
 
 
 def _multiplicity(report: dict) -> None:
@@ -148,11 +149,16 @@ def _multiplicity(report: dict) -> None:
     report["comparisons"] = len(tests)
 
 
+def _no_memory_control(report: dict) -> dict | None:
+    """The control without the memory branch (runner.controls), if the study has it."""
+    return next((v for v in report["variants"] if v["ablation"] == CONTROLS
+                 and v["config_changes"] == {"memory.enabled": False}), None)
+
+
 def _memory_effect(report: dict) -> dict | None:
     """The memory's effect (no memory against the baseline) beside the baseline's spread over seeds."""
     base = report["variants"][0]
-    none = next((v for v in report["variants"] if v["ablation"] == CONTROLS and
-                 v["config_changes"] == {"memory.enabled": False}), None)
+    none = _no_memory_control(report)
     if none is None or "delta_vs_baseline" not in none or len(base["ppl"]) < 2:
         return None
     spread = statistics.stdev(base["ppl"])
@@ -166,8 +172,9 @@ def _fmt_ci(mean, ci, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def _mean_ci(d: dict) -> tuple[float, list[float]]:
-    return d["mean"], d["ci95"]
+def _fmt_paired(d: dict) -> str:
+    """A paired difference (statistics.paired) as 'mean [low, high]'."""
+    return _fmt_ci(d["mean"], d["ci95"])
 
 
 def _delta(d: dict | None) -> str:
@@ -176,7 +183,7 @@ def _delta(d: dict | None) -> str:
     mark = " **" if d.get("resolved") else (" *" if d["excludes_zero"] else "")
     p = f"; p {d['p']:.3g}" if d.get("p") is not None else ""
     holm_p = f", Holm {d['p_holm']:.3g}" if d.get("p_holm") is not None else ""
-    return f"{_fmt_ci(d['mean'], d['ci95'])}{mark}{p}{holm_p}"
+    return f"{_fmt_paired(d)}{mark}{p}{holm_p}"
 
 
 def _slug(text: str) -> str:
@@ -189,14 +196,16 @@ def _start_sentence(report: dict) -> str:
                 f"is then fine-tuned from its seed's trunk for {report['finetune_steps']} steps (the paper's "
                 f"fine-tuning setting, section 4). Variants that change the trunk itself (its qk-norm, segment, XL "
                 f"cache or width) pretrain their own. This answers: given a trained network, what does each part "
-                f"of the memory buy when it is added and trained on? Seeds vary the trunk's initialisation and "
-                f"data order; comparisons are paired by trunk. `--start scratch` trains every variant from "
-                f"initialisation instead and answers what each part buys when the network learns with it.")
+                f"of the memory buy when it is added and trained on? Seeds vary the trunk's initialisation (and "
+                f"the data order, unless data.order_seed fixes it); comparisons are paired by trunk. `--start "
+                f"scratch` trains every variant from initialisation instead and answers what each part buys when "
+                f"the network learns with it.")
     if report["start"] == "init":
-        source = "pretrained model" if report["init_from"].startswith("hf:") else "trained run"
+        source = "pretrained model" if is_pretrained(report["init_from"]) else "trained run"
         return (f"Every variant is fine-tuned for {report['finetune_steps']} steps from the {source} "
                 f"`{report['init_from']}`.")
-    return "Every variant trains from initialisation; seeds vary initialisation and data order, paired across variants."
+    return ("Every variant trains from initialisation; seeds vary initialisation (and the data order, unless "
+            "data.order_seed fixes it), paired across variants.")
 
 
 def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
@@ -206,7 +215,7 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
         setting += " with " + ", ".join(f"`{s}`" for s in report["sets"])
     base = report["variants"][0]
     docs = f" ({base.get('documents')} held-out documents)" if base.get("documents") else ""
-    unit = "token of the pretrained model's tokenizer" if (report.get("init_from") or "").startswith("hf:") else "byte"
+    unit = "token of the pretrained model's tokenizer" if is_pretrained(report.get("init_from")) else "byte"
     lines += [f"Baseline: {setting}; seeds {report['seeds']}. {_start_sentence(report)}", "",
               f"Perplexity is per {unit} on the test split{docs}; intervals are 95% Student-t over seeds; Δ is the "
               f"difference to the baseline paired by seed, with the paired t-test's p and its Holm adjustment over "
@@ -265,7 +274,7 @@ def _conclusions(report: dict) -> list[str]:
                      f"baseline, resolved at 95% after the Holm adjustment (p {d['p_holm']:.3g}).")
     if unresolved:
         lines.append(f"- Not resolved at this size ({len(report['seeds'])} seeds): "
-                     + "; ".join(f"{v['name']} ({_fmt_ci(*_mean_ci(v['delta_vs_baseline']))})"
+                     + "; ".join(f"{v['name']} ({_fmt_paired(v['delta_vs_baseline'])})"
                                  for v in unresolved)
                      + ". Their intervals bound the effect; they do not show it is zero.")
     effect = report.get("memory_effect")
@@ -274,15 +283,14 @@ def _conclusions(report: dict) -> list[str]:
                      f"{effect['spread_over_effect']:.2f} of the memory's effect ({effect['effect']:+.3f} without "
                      f"memory).")
     controls = {v["config_changes"].get("memory.combine"): v for v in report["variants"] if v["ablation"] == CONTROLS}
-    none = next((v for v in report["variants"] if v["ablation"] == CONTROLS and "delta_equal_time" in v
-                 and v["config_changes"] == {"memory.enabled": False}), None)
-    if none:
+    none = _no_memory_control(report)
+    if none and "delta_equal_time" in none:
         d = none["delta_equal_time"]
         verdict = ("memory pays for its cost" if d["ci95"][0] > 0 else
                    "the network without memory is better for the same compute" if d["ci95"][1] < 0 else
                    "neither is resolved better for the same compute")
         lines.append(f"- At equal compute ({report['equal_time']['seconds']:.0f} s of training), no memory against "
-                     f"the baseline: {_fmt_ci(d['mean'], d['ci95'])} validation perplexity: {verdict} on this "
+                     f"the baseline: {_fmt_paired(d)} validation perplexity: {verdict} on this "
                      f"machine.")
     if controls.get("fixed") is not None:
         lines.append("- `reads nothing (gate 0)` keeps the memory layer and writes memory but never reads it: its "

@@ -21,16 +21,13 @@ from memorizing.ablation.configs import apply_changes
 from memorizing.ablation.mapping import Resolution, Variant, resolve
 from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.ablation.report import CONTROLS, write_report
-from memorizing.ablation.study_folder import RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id
-from memorizing.config import HF_PREFIX, Config
+from memorizing.ablation.study_folder import (RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id,
+                                              trunk_of)
+from memorizing.config import HF_PREFIX, Config, is_pretrained
 from memorizing.run_config import build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
 from memorizing.progress import progress
-
-
-def is_pretrained(init_from: str | None) -> bool:
-    return bool(init_from) and init_from.startswith(HF_PREFIX)
 
 
 def source(init_from: str) -> str:
@@ -183,12 +180,8 @@ def all_runs(study: dict) -> list[tuple[str, int]]:
 
 def trunk_runs(study: dict, runs: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """The trunk runs that `runs` start from."""
-    needed = set()
-    for key, seed in runs:
-        init = study["configs"][key]["train"].get("init_from", "")
-        if init.startswith(f"{TRUNK}:"):
-            needed.add((init.split(":", 1)[1], seed))
-    return sorted(needed)
+    return sorted({(trunk, seed) for key, seed in runs
+                   if (trunk := trunk_of(study["configs"][key]["train"].get("init_from", ""))) is not None})
 
 
 def relative_cost(config_dict: dict) -> float:
@@ -209,8 +202,8 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
     torch.set_num_threads(threads)
     config = Config.from_dict(config_dict)
     config.train.seed = seed
-    if config.train.init_from.startswith(f"{TRUNK}:"):
-        trunk_key = config.train.init_from.split(":", 1)[1]
+    trunk_key = trunk_of(config.train.init_from)
+    if trunk_key is not None:
         config.train.init_from = str((Path(folder) / RUNS / run_id(trunk_key, seed, trunk=True)).resolve())
     run_dir = Path(folder) / RUNS / run_id(key, seed, trunk)
     started = time.time()
@@ -338,7 +331,7 @@ def run_study(args: StudyOptions) -> int:
 
         failed_trunks = _run_all(folder, [(k, s, study["trunks"][k], True) for k, s in trunks_todo], jobs, quiet,
                                  finished)
-        todo = [(k, s) for k, s in todo if (study["configs"][k]["train"]["init_from"].split(":", 1)[-1], s)
+        todo = [(k, s) for k, s in todo if (trunk_of(study["configs"][k]["train"]["init_from"]), s)
                 not in failed_trunks]
         _run_all(folder, [(k, s, study["configs"][k], False) for k, s in todo], jobs, quiet, finished)
     write_report([folder], folder)

@@ -17,6 +17,11 @@ STUDY, LEDGER, RUNS, RESOLVED = "study.json", "ledger.jsonl", "runs", "plan.reso
 TRUNK = "trunk"  # train.init_from = "trunk:KEY" names the study's trunk KEY of the run's own seed
 
 
+def trunk_of(init_from: str) -> str | None:
+    """The trunk KEY a run's train.init_from = "trunk:KEY" names, or None (it starts otherwise)."""
+    return init_from.split(":", 1)[1] if init_from.startswith(f"{TRUNK}:") else None
+
+
 def run_id(key: str, seed: int, trunk: bool = False) -> str:
     return f"{TRUNK + '-' if trunk else ''}{key}-s{seed}"
 

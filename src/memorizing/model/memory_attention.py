@@ -69,13 +69,14 @@ class MemoryAttention(nn.Module):
         # A softmax that gives 0 output (not NaN) where nothing was found.
         peak = logits.amax(-1, keepdim=True).detach().clamp(min=-1e30)  # finite
         weights = torch.exp(logits - peak)  # [B, H, L, k], 0 where not found
-        total = weights.sum(-1, keepdim=True)
-        out = gathered_sum((weights / total.clamp(min=1e-30)).view(-1, k), memory.values.view(-1, head_dim),
+        total = weights.sum(-1, keepdim=True).clamp(min=1e-30)
+        attention = weights / total  # [B, H, L, k]
+        out = gathered_sum(attention.view(-1, k), memory.values.view(-1, head_dim),
                            rows).view(lanes, heads, length, head_dim)  # [B, H, L, D]
-        lse = (peak + total.clamp(min=1e-30).log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
+        lse = (peak + total.log()).squeeze(-1)  # [B, H, L]; about -1e30 when empty
         if self.record:
             found = key_pos.masked_fill(scores == float("-inf"), -1)
-            self.retrieved = (found, (weights / total.clamp(min=1e-30)).detach())
+            self.retrieved = (found, attention.detach())
         return out, lse
 
     def forward(self, queries, memory, query_pos, local_out, local_lse=None) -> torch.Tensor:

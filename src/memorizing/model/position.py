@@ -10,7 +10,7 @@ Every bias table is stored in units of 1 / `scale` (model.bias_scale): bias = sc
 parameter by about the learning rate per step, whatever the size of its gradient; weights need steps of a
 hundredth, but a position bias needs values of several nats, which a table in plain units reaches only after
 thousands of steps: until then local attention is nearly position-blind. Scaling the table makes the bias learn
-`scale` times faster than the weights (see the README's recipe section for the measurement).
+`scale` times faster than the weights (the measurement: README, "What it takes for memory to retrieve").
 """
 
 import math

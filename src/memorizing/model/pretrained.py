@@ -4,7 +4,7 @@
     state = model.init_state(lanes)                                # empty kNN memories for B lanes
     logits, state = model(tokens, state, reset)                    # tokens [B, L] from model.encode(bytes)
 
-The same contract as our own model (transformer.py: State, LayerState). The language model stays as transformers
+The same contract as our own model (state.py: State, LayerState). The language model stays as transformers
 built it; its attention modules run through one attention function registered with transformers
 (`attn_implementation = "memorizing"`): local attention is transformers' own sdpa path, and in a memory layer
 (memory.layers) the memory branch mixes it with attention over the top-k retrieved (key, value) pairs, reusing
@@ -292,14 +292,8 @@ class PretrainedMemorizing(nn.Module):
         return self.tokenizer.decode(list(ids)).encode()
 
     def init_state(self, lanes: int) -> State:
-        mem, param = self.config.memory, next(self.parameters())
-        buckets = mem.top_k * mem.search_buckets
-        ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
-        layers = [LayerState(lanes=lanes, heads=self.shape["kv_heads"], head_dim=self.shape["head_dim"], cache_size=0,
-                             memory_size=mem.size if i in self.memory_layers else 0, buckets=buckets, ivf=ivf,
-                             device=param.device, dtype=param.dtype)
-                  for i in range(self.config.model.depth)]
-        return State(layers, lanes, param.device, reset_memory=mem.reset)
+        return State.empty(self.config, lanes, self.memory_layers, self.shape["kv_heads"], self.shape["head_dim"],
+                           cache_size=0, like=next(self.parameters()))
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
                 remember: bool = True) -> tuple[torch.Tensor, State]:

@@ -5,6 +5,7 @@ Our model (transformer.py) and pretrained models with memory (pretrained.py) sha
 
 import torch
 
+from memorizing.config import Config
 from memorizing.errors import UserError
 from memorizing.memory.store import KNNMemory
 
@@ -59,6 +60,21 @@ class State:
         # [B] tokens read of the document; with reset_memory False, of the lane's stream, as memory spans documents
         self.position = torch.zeros(lanes, dtype=torch.long, device=device)
         self.reset_memory = reset_memory
+
+    @classmethod
+    def empty(cls, config: Config, lanes: int, memory_layers: list[int], heads: int, head_dim: int,
+              cache_size: int, like: torch.Tensor) -> "State":
+        """An empty state for `lanes` lanes of a model of config.model.depth layers, each with an XL cache of
+        `cache_size` tokens and, in `memory_layers`, a kNN memory as memory.* describes (`heads` key/value heads
+        of `head_dim`), on the device and dtype of `like`."""
+        mem = config.memory
+        buckets = mem.top_k * mem.search_buckets  # the approximate search's buckets (KNNMemory: storage order)
+        ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
+        layers = [LayerState(lanes=lanes, heads=heads, head_dim=head_dim, cache_size=cache_size,
+                             memory_size=mem.size if i in memory_layers else 0, buckets=buckets, ivf=ivf,
+                             device=like.device, dtype=like.dtype)
+                  for i in range(config.model.depth)]
+        return cls(layers, lanes, like.device, reset_memory=mem.reset)
 
     def reset(self, starting: torch.Tensor) -> None:
         """A new document starts in the lanes where `starting` [B] (bool) is True: clear their XL caches and (unless

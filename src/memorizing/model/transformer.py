@@ -19,7 +19,7 @@ from memorizing.config import Config, ConfigError
 from memorizing.errors import UserError
 from memorizing.files import PRETRAINED_DIR, atomic_write
 from memorizing.model.attention import Attention
-from memorizing.model.state import LayerState, State
+from memorizing.model.state import State
 
 
 class MLP(nn.Module):
@@ -68,14 +68,8 @@ class MemorizingTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def init_state(self, lanes: int) -> State:
-        m, mem, param = self.config.model, self.config.memory, self.embed.weight
-        buckets = mem.top_k * mem.search_buckets  # the approximate search's buckets (KNNMemory: storage order)
-        ivf = (mem.ivf_lists, mem.ivf_probe) if mem.search == "ivf" else None
-        layers = [LayerState(lanes=lanes, heads=m.heads, head_dim=m.head_dim, cache_size=m.xl_cache,
-                             memory_size=mem.size if i in self.memory_layers else 0, buckets=buckets, ivf=ivf,
-                             device=param.device, dtype=param.dtype)
-                  for i in range(m.depth)]
-        return State(layers, lanes, param.device, reset_memory=mem.reset)
+        m = self.config.model
+        return State.empty(self.config, lanes, self.memory_layers, m.heads, m.head_dim, m.xl_cache, self.embed.weight)
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
                 remember: bool = True) -> tuple[torch.Tensor, State]:
