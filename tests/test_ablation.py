@@ -1,6 +1,7 @@
 """The ablation lab: plan reading, mapping to configs, resumable and shardable studies, reports."""
 
 import json
+import math
 
 import pytest
 
@@ -194,9 +195,12 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
         assert {"name", "ablation", "replacement", "config_changes", "seeds", "ppl", "ppl_mean", "ppl_ci95"} <= v.keys()
         assert ("delta_vs_baseline" in v) == (v["name"] != "baseline")
         assert len(v["ppl"]) == 2 and v["ppl_ci95"][0] <= v["ppl_mean"] <= v["ppl_ci95"][1]
+        # bytes are the tokens: bits per byte is log2 of the perplexity, run by run
+        assert v["bits_per_byte"] == pytest.approx([math.log2(p) for p in v["ppl"]], rel=1e-9)
+        assert v["bits_per_byte_ci95"][0] <= v["bits_per_byte_mean"] <= v["bits_per_byte_ci95"][1]
     assert report["variants"][1]["config_changes"] == {"memory.size": 64}
     markdown = (tmp_path / "full" / "report.md").read_text()
-    assert "## Memory size" in markdown and "ppl-memory-size.png" in markdown
+    assert "## Memory size" in markdown and "ppl-memory-size.png" in markdown and "| bits/byte (95% CI) |" in markdown
     assert "- **64**: memory of 64 entries per lane and head (baseline 256)" in markdown
     assert (tmp_path / "full" / "ppl-memory-size.png").stat().st_size > 1000
 

@@ -3,6 +3,7 @@ initialised GPT-2 and Llama models built here (offline): the pretrained model is
 memory is causal, lanes are isolated and reset, and a retrofitted run saves, loads, trains and evaluates."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,26 @@ def test_ablate_from_a_pretrained_folder_resolves_layers_in_its_depth(tmp_path, 
     assert main(["ablate", str(plan), "--preset", "tiny", "--init-from", f"hf:{source}", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"from hf:{source}" in out and "memory.layers = [1]" in out
+
+
+def test_a_study_of_a_retrofitted_model_reports_bits_per_byte(corpus, tmp_path):
+    """Perplexity per token depends on the tokenizer; the report gives bits per byte beside it. The tiny models'
+    tokenizer has one token per byte (and the corpus is ASCII), so here too it is log2 of the perplexity."""
+    source = source_folder(tmp_path)
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[ablation]]\ntitle = "Memory in layer 1"\n[[ablation.variant]]\nname = "layer 1"\n'
+                    'set = { "memory.layers" = [1] }\n')
+    argv = ["ablate", str(plan), "--preset", "tiny", "--corpus", corpus, "--init-from", f"hf:{source}", "--seeds",
+            "1", "--finetune-steps", "2", "--out", str(tmp_path / "study"), "--quiet", "--jobs", "1",
+            "--no-controls", "--set", "data.eval_tokens=512"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "study" / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["baseline", "layer 1"]
+    for v in report["variants"]:
+        assert v["bits_per_byte"] == pytest.approx([math.log2(p) for p in v["ppl"]], rel=1e-9)
+        assert v["bits_per_byte_mean"] > 0
+    markdown = (tmp_path / "study" / "report.md").read_text()
+    assert "| bits/byte (95% CI) |" in markdown and "per token of the pretrained model's tokenizer" in markdown
 
 
 @pytest.mark.parametrize("source, message", [

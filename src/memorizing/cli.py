@@ -106,8 +106,8 @@ def cmd_eval(args) -> int:
     with progress(not args.quiet, unit="tok", unit_scale=True, desc=f"eval {args.split}") as bar:
         result = evaluate_run(args.dir, args.split, args.corpus, args.sets, progress=bar)
     atomic_write(Path(args.dir) / "eval.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-    per_byte = f", {result['bits_per_byte']:.4f} bits/byte" if "bits_per_byte" in result else ""
-    print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token{per_byte} over"
+    print(f"{args.split}: perplexity {result['ppl']:.4f}, {result['bits_per_token']:.4f} bits/token, "
+          f"{result['bits_per_byte']:.4f} bits/byte over"
           f" {result['tokens']:,} tokens in {result['documents']} documents")
     for name, bucket in result["by_position"].items():
         print(f"  position {name:>9}: perplexity {bucket['ppl']:.4f} ({bucket['tokens']:,} tokens)")

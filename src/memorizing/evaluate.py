@@ -1,8 +1,8 @@
 """Evaluation: stream held-out documents through the model, memory filling and resetting as in use.
 
-Reports perplexity and bits per token overall, by position in the document (where memory should pay off),
-and on recalled spans where the corpus marks them (`recall`). With `measure_recall`, also the recall@k of the
-model's search back-end against exact search, on the queries and memories met during evaluation.
+Reports perplexity, bits per token and bits per byte overall, by position in the document (where memory should
+pay off), and on recalled spans where the corpus marks them (`recall`). With `measure_recall`, also the recall@k
+of the model's search back-end against exact search, on the queries and memories met during evaluation.
 """
 
 import math
@@ -146,7 +146,8 @@ class _RecallSpans:
 def evaluate(model, documents: list[Document], lanes: int, segment: int, measure_recall: bool = False,
              progress=None, length: int = 0) -> dict:
     """Stream `documents` (each read once, cut at `length` bytes if they were) through `lanes` lanes. A pretrained
-    model reads them as its tokenizer's tokens (model.encode); its result adds bits per byte of the documents."""
+    model reads them as its tokenizer's tokens (model.encode); bits per byte of the documents is reported for every
+    model (for byte models it equals bits per token)."""
     encode = getattr(model, "encode", None)  # None: tokens are bytes
     stream = LaneStream(documents, lanes, segment, loop=False, encode=encode)
     device = next(model.parameters()).device
@@ -194,9 +195,11 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
         "documents": len(documents),
         "by_position": {name: {"ppl": math.exp(s / n), "tokens": n} for name, (s, n) in buckets.items() if n},
     }
-    if encode is not None:  # the documents' bytes that were predicted: all but each first token's
-        predicted = sum(len(d.data) - len(model.decode(stream.tokens(i)[:1])) for i, d in enumerate(documents))
-        result["bits_per_byte"] = nll_total / math.log(2) / max(1, predicted)
+    # Bits per byte of the documents' text, comparable across tokenizers: with byte tokens every target is a byte
+    # (bits per token); with a tokenizer, the bytes predicted are all but each document's first token's.
+    predicted = count if encode is None else sum(len(d.data) - len(model.decode(stream.tokens(i)[:1]))
+                                                 for i, d in enumerate(documents))
+    result["bits_per_byte"] = nll_total / math.log(2) / max(1, predicted)
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count

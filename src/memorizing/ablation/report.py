@@ -1,7 +1,9 @@
 """Study reports: each variant against the baseline, at equal steps and at equal compute, with tables and figures.
 
 - Equal steps: test perplexity after every variant's steps (warm start: the same trunk, then the same number of
-  fine-tuning steps), with 95% intervals over seeds and the paired difference to the baseline (statistics.py).
+  fine-tuning steps), with 95% intervals over seeds and the paired difference to the baseline (statistics.py),
+  and bits per byte of the test text beside it (per token perplexity depends on the tokenizer; bits per byte
+  compares runs with different tokenizers, and equals log2 of the perplexity for byte models).
 - Equal compute: every run records its validation perplexity against its own training time; each variant's
   validation perplexity is read off that curve at the training time of the fastest variant, so that a variant
   that costs more per step gets no more compute than the cheapest one had.
@@ -44,9 +46,10 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
                "equals_baseline": v.get("equals_baseline", False),
                "same_config_as": None if same == v["name"] else same,
                "seeds": [r["seed"] for r in runs], "ppl": [r["ppl"] for r in runs],
+               "bits_per_byte": [bits_per_byte(r, study) for r in runs],
                "failed_seeds": [{"seed": r["seed"], "error": r.get("error")} for r in failed]}
         if runs:
-            row |= _measures(runs)
+            row |= _measures(runs, row["bits_per_byte"])
             pairs = [(r["ppl"], base[r["seed"]]["ppl"]) for r in runs if r["seed"] in base]
             if pairs and v["key"] != base_key:
                 row["delta_vs_baseline"] = paired([a for a, _ in pairs], [b for _, b in pairs])
@@ -62,12 +65,22 @@ def summarise(study: dict, records: dict[str, dict]) -> dict:
     return report
 
 
-def _measures(runs: list[dict]) -> dict:
-    """Means over a variant's finished seeds."""
+def bits_per_byte(record: dict, study: dict) -> float | None:
+    """A run's bits per byte of the test text; ledgers written before runs recorded it hold it for byte models
+    only, as their bits per token (pretrained models' tokens are not bytes: None)."""
+    if "bits_per_byte" in record:
+        return record["bits_per_byte"]
+    return None if is_pretrained(study.get("init_from")) else record["bits_per_token"]
+
+
+def _measures(runs: list[dict], bits: list[float | None]) -> dict:
+    """Means over a variant's finished seeds (`bits`: their bits per byte)."""
     mean = lambda field: statistics.fmean(r[field] for r in runs)
     row = {}
     row["ppl_mean"], row["ppl_ci95"] = mean_ci([r["ppl"] for r in runs])
     row["bits_per_token_mean"] = mean("bits_per_token")
+    if None not in bits:
+        row["bits_per_byte_mean"], row["bits_per_byte_ci95"] = mean_ci(bits)
     positions = sorted(runs[0]["by_position"], key=_bucket_start)  # in document order
     row["ppl_by_position"] = {p: statistics.fmean(r["by_position"][p]["ppl"] for r in runs if p in r["by_position"])
                               for p in positions}
@@ -217,7 +230,9 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
     docs = f" ({base.get('documents')} held-out documents)" if base.get("documents") else ""
     unit = "token of the pretrained model's tokenizer" if is_pretrained(report.get("init_from")) else "byte"
     lines += [f"Baseline: {setting}; seeds {report['seeds']}. {_start_sentence(report)}", "",
-              f"Perplexity is per {unit} on the test split{docs}; intervals are 95% Student-t over seeds; Δ is the "
+              f"Perplexity is per {unit} on the test split{docs}; bits per byte is the test loss per byte of "
+              f"the documents' text, comparable across tokenizers (for byte models, log2 of the perplexity); "
+              f"intervals are 95% Student-t over seeds; Δ is the "
               f"difference to the baseline paired by seed, with the paired t-test's p and its Holm adjustment over "
               f"the report's {report.get('comparisons', 0)} comparisons: ** resolved after adjustment, * interval "
               f"excludes 0 before it. Equal time is the validation perplexity at the training time of the fastest "
@@ -231,18 +246,20 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
         lines += [f"**Incomplete**: {len(report['missing_runs'])} runs have not finished "
                   f"({', '.join(report['missing_runs'][:6])}{'...' if len(report['missing_runs']) > 6 else ''}).", ""]
     lines += _conclusions(report)
-    header = ("| variant | config changes | perplexity, equal steps (95% CI) | Δ vs baseline (95% CI; p) | "
-              "equal time | recall@k, full memory | tokens/s |")
-    rule = "|---|---|---|---|---|---|---|"
+    header = ("| variant | config changes | perplexity, equal steps (95% CI) | bits/byte (95% CI) | "
+              "Δ vs baseline (95% CI; p) | equal time | recall@k, full memory | tokens/s |")
+    rule = "|---|---|---|---|---|---|---|---|"
 
     def row(v):
         if "ppl_mean" not in v:
-            return f"| {v['name']} | {_changes(v)} | (no finished run) | | | | |"
+            return f"| {v['name']} | {_changes(v)} | (no finished run) | | | | | |"
         recall = (f"{v['search_recall_full']:.3f}" if v.get("search_recall_full") is not None else
                   f"{v['search_recall_at_k']:.3f}" if v.get("search_recall_at_k") is not None else "—")
         shared = f" (= {v['same_config_as']})" if v["same_config_as"] else ""
         time_ = f"{v['valid_ppl_equal_time']:.3f}" if v.get("valid_ppl_equal_time") is not None else "—"
-        return (f"| {v['name']}{shared} | {_changes(v)} | {_fmt_ci(v['ppl_mean'], v['ppl_ci95'])} | "
+        bits = (_fmt_ci(v["bits_per_byte_mean"], v["bits_per_byte_ci95"], 4) if "bits_per_byte_mean" in v
+                else "—")
+        return (f"| {v['name']}{shared} | {_changes(v)} | {_fmt_ci(v['ppl_mean'], v['ppl_ci95'])} | {bits} | "
                 f"{_delta(v.get('delta_vs_baseline'))} | {time_} | {recall} | {v['tokens_per_s']:,.0f} |")
 
     for title in study["ablations"]:

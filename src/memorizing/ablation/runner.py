@@ -216,7 +216,8 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
         if not trunk:
             result = evaluate_run(run_dir)
             curve = read_metrics(run_dir)
-            record.update(ppl=result["ppl"], bits_per_token=result["bits_per_token"], tokens=result["tokens"],
+            record.update(ppl=result["ppl"], bits_per_token=result["bits_per_token"],
+                          bits_per_byte=result["bits_per_byte"], tokens=result["tokens"],
                           documents=result["documents"], by_position=result["by_position"],
                           **{k: result.get(k) for k in ("search_recall_at_k", "search_recall_by_fill",
                                                          "recall_span_loss", "recall_exact_match",
