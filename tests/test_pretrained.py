@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 transformers = pytest.importorskip("transformers", reason="the optional extra `hf` (transformers) is not installed")
 
 from models import tiny_config  # noqa: E402
 from memorizing import UserError, load_model, save_model  # noqa: E402
+from memorizing import train as train_module  # noqa: E402
 from memorizing.cli import main  # noqa: E402
 from memorizing.model import pretrained  # noqa: E402
 from memorizing.model.pretrained import PretrainedMemorizing  # noqa: E402
+from memorizing.run_config import build_config  # noqa: E402
+from memorizing.train import train  # noqa: E402
 
 LANES, SEGMENT = 3, 32
 
@@ -208,6 +212,37 @@ def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, cor
     result = json.loads((run / "eval.json").read_text())
     assert result["bits_per_byte"] > 0 and result["ppl"] > 1
     assert "bits/byte" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_of_a_run_from_a_pretrained_folder_ends_with_identical_weights(family, corpus, tmp_path,
+                                                                              monkeypatch):
+    """As test_train.py's resume test, for a retrofitted model: interrupted after a checkpoint and resumed, the
+    run ends where the uninterrupted one does (GPT-2 trains with dropout: its random stream must resume too)."""
+    source = source_folder(tmp_path, family)
+    config = build_config(None, "tiny", corpus, ["train.steps=12", "train.checkpoint_every=4",
+                                                 "train.eval_every=0"], init_from=f"hf:{source}")
+    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
+
+    real_save, saves = train_module.save_checkpoint, []
+
+    def crash_on_second_save(*args, **kwargs):
+        if saves:
+            raise KeyboardInterrupt  # killed after step 8's compute, before its checkpoint
+        saves.append(1)
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "crashed", progress=False, log=lambda *_: None)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(config, tmp_path / "crashed", resume=True, progress=False, log=lambda *_: None)
+
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "crashed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("straight", "crashed")]
+    assert losses[0] == losses[1]
 
 
 @pytest.mark.parametrize("setting", ["model.xl_cache=16", "model.key_smear=true", "model.depth=5"])

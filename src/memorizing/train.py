@@ -3,7 +3,8 @@
 A run folder holds:
     config.toml        the run's configuration (written first; a folder with one is a run)
     metrics.jsonl      one JSON object per logged step
-    checkpoint/        the latest checkpoint: weights, optimizer, recurrent state (memories), data position
+    checkpoint/        the latest checkpoint: weights, optimizer, recurrent state (memories), data position,
+                       random generators (dropout)
     model.safetensors  the final weights (with config.toml: a saved model, see load_model)
     train.json         the run's summary, written last
 """
@@ -96,16 +97,32 @@ def summed_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
+def random_state() -> dict[str, torch.Tensor]:
+    """This process's random generators (dropout, e.g. in a pretrained GPT-2, draws from them), for checkpoints."""
+    generators = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        generators["cuda"] = torch.cuda.get_rng_state()  # the current device's
+    return generators
+
+
+def set_random_state(generators: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(generators["cpu"])
+    if "cuda" in generators and torch.cuda.is_available():
+        torch.cuda.set_rng_state(generators["cuda"])
+
+
 def save_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, step: int, extra: dict,
                     ranks: Ranks = Ranks()) -> None:
     """Write the checkpoint into a fresh folder, then swap it in: a crash leaves the old or the new one.
-    Every rank adds its lanes' recurrent state (XL caches, kNN memories); rank 0 writes the rest."""
+    Every rank adds its lanes' recurrent state (XL caches, kNN memories) and its random generators; rank 0 writes
+    the rest."""
     tmp, final, old = out / f".{CHECKPOINT}.tmp", out / CHECKPOINT, out / f".{CHECKPOINT}.old"
     if ranks.main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     ranks.barrier()
     save_file(state.tensors(), str(tmp / f"state-{ranks.rank}.safetensors"))
+    save_file(random_state(), str(tmp / f"random-{ranks.rank}.safetensors"))
     ranks.barrier()
     if ranks.main:
         save_safetensors_model(model, str(tmp / "model.safetensors"))
@@ -140,6 +157,8 @@ def load_checkpoint(out: Path, model, optimizer, state, stream: LaneStream, rank
             raise ValueError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         state.load_tensors({k: v.to(device) for k, v in
                             load_file(str(final / f"state-{ranks.rank}.safetensors")).items()})
+        if (final / f"random-{ranks.rank}.safetensors").exists():  # checkpoints written before it lack it
+            set_random_state(load_file(str(final / f"random-{ranks.rank}.safetensors")))
         optimizer.load_state_dict(torch.load(final / "optimizer.pt", weights_only=True, map_location=device))
         stream.load_state_dict(trainer["stream"])
     except UserError:
