@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 transformers = pytest.importorskip("transformers", reason="the optional extra `hf` (transformers) is not installed")
 
 from models import tiny_config  # noqa: E402
-from memorizing import UserError, load_model, save_model  # noqa: E402
+from memorizing import ConfigError, UserError, load_model, save_model  # noqa: E402
 from memorizing import train as train_module  # noqa: E402
 from memorizing.cli import main  # noqa: E402
 from memorizing.model import pretrained  # noqa: E402
@@ -52,11 +52,11 @@ def tiny_lm(family: str):
 
 
 def retrofit(family: str, **sets):
-    """The tiny LM with memory at its last layer, and an untouched copy of the LM."""
+    """The tiny LM with memory at its last layer (no XL cache unless `sets` give one), and an untouched copy."""
     lm = tiny_lm(family)
     original = type(lm)(lm.config).eval()
     original.load_state_dict(lm.state_dict())
-    model = PretrainedMemorizing(tiny_config(**sets), lm, byte_tokenizer()).eval()
+    model = PretrainedMemorizing(tiny_config(**{"model__xl_cache": 0, **sets}), lm, byte_tokenizer()).eval()
     with torch.no_grad():  # a learned gate away from its start, different per head
         for branch in model.branches.values():
             if branch.memory.combine == "gate":
@@ -92,15 +92,19 @@ def test_with_the_gate_closed_the_logits_are_the_pretrained_models(family, sets)
         assert state.memories()[0].fill().tolist() == [4 * SEGMENT] * LANES
 
 
+XL = {"model__xl_cache": 16}  # half a segment of the previous one, in every layer
+
+
 @pytest.mark.parametrize("family, sets", [
     ("gpt2", {}), ("gpt2", {"memory__combine": "joint", "memory__qk_norm": False}),
     ("llama", {}), ("llama", {"memory__rotary": "rotated"}), ("llama", {"memory__combine": "joint"}),
     ("llama", {"memory__position_bias": "t5-relative", "memory__search": "bucketed"}),
+    ("llama", XL), ("llama", {**XL, "memory__combine": "joint"}), ("llama", {**XL, "memory__enabled": False}),
 ])
-@pytest.mark.parametrize("t", [5, 40])  # inside the first segment, and in a later one
-def test_causality_through_memory(family, sets, t):
-    """Changing token t changes nothing before t; the change still arrives segments later, where only memory
-    reaches back (local attention reads the current segment only)."""
+@pytest.mark.parametrize("t", [5, 40, 60])  # inside the first segment, early in a later one, in its cached end
+def test_causality_through_memory_and_cache(family, sets, t):
+    """Changing token t changes nothing before t, through memory or the XL cache; the change still arrives
+    segments later, where only memory (and the XL cache, with one) reaches back."""
     model, _ = retrofit(family, **sets)
     tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     changed = tokens.clone()
@@ -110,6 +114,46 @@ def test_causality_through_memory(family, sets, t):
     assert torch.equal(a[:, :t], b[:, :t])
     later = (t // SEGMENT + 1) * SEGMENT  # the next segment on
     assert (a[:, later:] - b[:, later:]).abs().amax() > 1e-4
+
+
+@pytest.mark.parametrize("cache", [SEGMENT, 16])
+@pytest.mark.parametrize("sets", [{"memory__combine": "fixed", "memory__gate": 0.0}, {"memory__enabled": False}])
+def test_a_segment_after_the_xl_cache_reads_as_the_pretrained_model_reads_the_whole_window(cache, sets):
+    """With the gate closed, a segment after C cached tokens has the pretrained model's logits on [those C
+    tokens ; segment] (positions 0 .. C + L - 1); a lane that starts a document there has its logits on the
+    segment alone (positions 0 .. L - 1)."""
+    model, original = retrofit("llama", model__xl_cache=cache, **sets)
+    tokens = torch.randint(0, 256, (LANES, cache + SEGMENT))
+    with torch.no_grad():
+        _, state = model(tokens[:, :cache], model.init_state(LANES))  # the first segment: C tokens fill the cache
+        logits, _ = model(tokens[:, cache:], state, torch.tensor([False, True, False]))
+        window = original(tokens).logits[:, cache:]
+        alone = original(tokens[:, cache:]).logits
+    assert torch.allclose(logits[[0, 2]], window[[0, 2]], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(logits[1], alone[1], atol=1e-5, rtol=1e-5)
+    assert (logits[0] - alone[0]).abs().amax() > 1e-2  # the cache was read
+
+
+def test_the_xl_cache_reaches_back_its_window_and_no_further():
+    """Memory off, cache 16 of 32, 2 layers: a segment's first layer reads the previous segment's last 16 tokens,
+    its second layer their first-layer outputs, which read 16 tokens further. Token 5 reaches the next segment
+    and none after it; token 60, in the cached end of its segment, reaches two segments on."""
+    model, _ = retrofit("llama", memory__enabled=False, **XL)
+    tokens = torch.randint(0, 256, (LANES, 5 * SEGMENT))
+    a, _ = stream(model, tokens)
+    for t, reached in ((5, 1), (60, 2)):
+        changed = tokens.clone()
+        changed[:, t] = (changed[:, t] + 1) % 256
+        b, _ = stream(model, changed)
+        last = (t // SEGMENT + reached + 1) * SEGMENT  # the end of the last segment it reaches
+        assert torch.equal(a[:, :t], b[:, :t])
+        assert (a[:, last - 1] - b[:, last - 1]).abs().amax() > 1e-4
+        assert torch.equal(a[:, last:], b[:, last:])
+
+
+def test_xl_cache_is_refused_for_gpt2_by_name():
+    with pytest.raises(ConfigError, match=r"model.xl_cache = 16 .*learned absolute.*set model.xl_cache = 0"):
+        retrofit("gpt2", **XL)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -136,9 +180,12 @@ def test_unrotated_memory_keys_are_the_projections_before_the_rotation(family):
     assert torch.allclose(memory.keys[:, :, order], keys, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_lane_isolation_and_reset(family):
-    model, _ = retrofit(family)
+@pytest.mark.parametrize("family, sets", [("gpt2", {}), ("llama", {}), ("llama", XL),
+                                          ("llama", {**XL, "memory__enabled": False})])
+def test_lane_isolation_and_reset(family, sets):
+    """Lanes do not see each other; a lane that starts a document sees neither the memory nor the XL cache of
+    the previous one."""
+    model, _ = retrofit(family, **sets)
     tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     changed = tokens.clone()
     changed[1] = torch.randint(0, 256, (4 * SEGMENT,))
@@ -155,7 +202,8 @@ def test_lane_isolation_and_reset(family):
         fresh, _ = model(segment, model.init_state(LANES))
     assert torch.equal(logits[0], fresh[0])
     assert not torch.allclose(logits[1], fresh[1])
-    assert state.memories()[0].fill().tolist() == [SEGMENT, 4 * SEGMENT, 4 * SEGMENT]
+    if model.memory_layers:
+        assert state.memories()[0].fill().tolist() == [SEGMENT, 4 * SEGMENT, 4 * SEGMENT]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -203,7 +251,7 @@ def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, cor
     config = (run / "config.toml").read_text()
     assert "xl_cache = 0" in config and "dim = 32" in config
     # with the trunk frozen, only the memory layer's attention (and its memory branch) changed
-    before = {k: v for k, v in PretrainedMemorizing.from_source(f"hf:{source}", tiny_config()).state_dict().items()}
+    before = PretrainedMemorizing.from_source(f"hf:{source}", tiny_config(model__xl_cache=0)).state_dict()
     after = load_model(run).state_dict()
     changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     prefix = load_model(run).attention_prefix(1)
@@ -214,14 +262,15 @@ def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, cor
     assert "bits/byte" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_resume_of_a_run_from_a_pretrained_folder_ends_with_identical_weights(family, corpus, tmp_path,
+@pytest.mark.parametrize("family, sets", [("gpt2", []), ("llama", []), ("llama", ["model.xl_cache=16"])])
+def test_resume_of_a_run_from_a_pretrained_folder_ends_with_identical_weights(family, sets, corpus, tmp_path,
                                                                               monkeypatch):
     """As test_train.py's resume test, for a retrofitted model: interrupted after a checkpoint and resumed, the
-    run ends where the uninterrupted one does (GPT-2 trains with dropout: its random stream must resume too)."""
+    run ends where the uninterrupted one does (GPT-2 trains with dropout: its random stream must resume too; the
+    XL cache is part of the checkpoint's state)."""
     source = source_folder(tmp_path, family)
     config = build_config(None, "tiny", corpus, ["train.steps=12", "train.checkpoint_every=4",
-                                                 "train.eval_every=0"], init_from=f"hf:{source}")
+                                                 "train.eval_every=0", *sets], init_from=f"hf:{source}")
     train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
 
     real_save, saves = train_module.save_checkpoint, []
@@ -245,9 +294,24 @@ def test_resume_of_a_run_from_a_pretrained_folder_ends_with_identical_weights(fa
     assert losses[0] == losses[1]
 
 
-@pytest.mark.parametrize("setting", ["model.xl_cache=16", "model.key_smear=true", "model.depth=5"])
-def test_model_settings_the_pretrained_model_lacks_are_refused_not_dropped(setting, corpus, tmp_path, capsys):
+def test_train_and_eval_with_an_xl_cache_on_the_command_line(corpus, tmp_path, capsys):
     source = source_folder(tmp_path)
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--corpus", corpus, "--init-from", f"hf:{source}", "--out", str(run),
+            "--quiet", "--set", "train.steps=3", "--set", "model.xl_cache=16", "--set", "data.eval_tokens=1024"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "xl_cache = 16" in (run / "config.toml").read_text()
+    model = load_model(run)
+    assert sorted(model.caches) == [0, 1] and model.init_state(2).layers[0].cache[0].shape == (2, 2, 16, 8)
+    assert main(["eval", str(run), "--quiet"]) == 0
+    assert json.loads((run / "eval.json").read_text())["bits_per_byte"] > 0
+
+
+@pytest.mark.parametrize("family, setting", [("gpt2", "model.xl_cache=16"), ("llama", "model.key_smear=true"),
+                                             ("llama", "model.depth=5"), ("llama", "model.xl_cache=112")])
+def test_model_settings_the_pretrained_model_lacks_are_refused_not_dropped(family, setting, corpus, tmp_path,
+                                                                           capsys):
+    source = source_folder(tmp_path, family)
     argv = ["train", "--preset", "tiny", "--corpus", corpus, "--init-from", f"hf:{source}", "--out",
             str(tmp_path / "run"), "--quiet", "--set", "train.steps=1", "--set", setting]
     assert main(argv) == 2
@@ -282,6 +346,15 @@ def test_a_study_of_a_retrofitted_model_reports_bits_per_byte(corpus, tmp_path):
         assert v["bits_per_byte_mean"] > 0
     markdown = (tmp_path / "study" / "report.md").read_text()
     assert "| bits/byte (95% CI) |" in markdown and "per token of the pretrained model's tokenizer" in markdown
+
+
+def test_a_study_variant_the_pretrained_model_cannot_run_is_refused_before_any_run(tmp_path, capsys):
+    source = source_folder(tmp_path, "gpt2")
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[ablation]]\ntitle = "XL cache"\n[[ablation.variant]]\nname = "cache 16"\n'
+                    'set = { "model.xl_cache" = 16 }\n')
+    assert main(["ablate", str(plan), "--preset", "tiny", "--init-from", f"hf:{source}", "--dry-run"]) == 2
+    assert "model.xl_cache = 16 is not available for 'gpt2' models" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("source, message", [

@@ -131,6 +131,10 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
     if finetune_steps < 1:
         raise UserError(f"--finetune-steps {finetune_steps} is invalid: give at least 1.")
     baseline = understood.baseline
+    pretrained = None  # with init_from = 'hf:PATH', its config: each variant is checked against it before any run
+    if is_pretrained(init_from):
+        from memorizing.model.pretrained import check_config, source_config
+        pretrained = source_config(source(init_from))
     variants = [Variant("baseline", "baseline", None, {}, "the full model of the preset")]
     variants += controls(baseline) if with_controls else []
     for r in understood.resolutions:
@@ -145,6 +149,8 @@ def plan_study(plan: str | None, preset: str, corpus: str | None, sets: list[str
             config.train.init_from = f"{TRUNK}:{config_key(trunk)}"
         elif start == "init":
             config.train.init_from = source(init_from)
+            if pretrained is not None:
+                check_config(config, pretrained)
         if start != "scratch":
             config.train.steps = finetune_steps
             config.train.warmup = min(config.train.warmup, finetune_steps // 4)

@@ -14,9 +14,11 @@ language model is copied; a small per-family adapter (FAMILIES) says where its d
 modules are and, for rotary families, which projections give the queries and keys before the rotation.
 
 What differs from our own model:
-- Local attention reads the current segment only (no Transformer-XL cache: model.xl_cache is 0), with positions
-  0 .. L-1 as the pretrained model saw them; everything earlier in the document is reached through memory only.
-  With memory disabled, or the gate fixed at 0, the logits are the pretrained model's on each segment.
+- By default local attention reads the current segment only (model.xl_cache = 0), with positions 0 .. L-1 as
+  the pretrained model saw them; everything earlier in the document is reached through memory only. With memory
+  disabled, or the gate fixed at 0, the logits are the pretrained model's on each segment. Rotary families can
+  also keep the previous segment (model.xl_cache = C, segment_cache.py): a segment after C cached tokens is then
+  read as the pretrained model reads [those C tokens ; segment]. GPT-2 cannot (learned absolute positions).
 - Memory is per key/value head (with grouped-query attention the query heads of a group search their key/value
   head's memory); the gate and the memory position bias are per memory head.
 - Key/query normalisation (memory.qk_norm) applies to the memory branch only: the memory stores L2-normalised
@@ -24,8 +26,9 @@ What differs from our own model:
   the pretrained model is intact. Without it, memory holds raw keys and queries carry the model's own scaling.
 - Rotary position embeddings (Llama and relatives): memory stores keys WITHOUT the rotation and is searched with
   unrotated queries (memory.rotary = "unrotated", as Focused Transformer does), so a retrieved key scores by its
-  content, not by where it stood; memory.rotary = "rotated" keeps the rotated ones (rotated at their position in
-  their own segment) instead. GPT-2 has no rotation (absolute position embeddings at the input).
+  content, not by where it stood; memory.rotary = "rotated" keeps the rotated ones (rotated at the position their
+  segment read them at: in the segment, after the XL cache where there is one) instead. GPT-2 has no rotation
+  (absolute position embeddings at the input).
 - Tokens come from the model's own tokenizer (`encode`), not bytes.
 """
 
@@ -43,6 +46,7 @@ from memorizing.config import HF_PREFIX, Config, ConfigError
 from memorizing.errors import UserError
 from memorizing.files import PRETRAINED_DIR
 from memorizing.model.memory_attention import MemoryAttention
+from memorizing.model.segment_cache import SegmentCache, window_positions
 from memorizing.model.state import LayerState, State
 
 try:
@@ -63,10 +67,11 @@ class Family:
     layers: str  # the decoder layers, as an attribute path from the causal LM
     attention: str  # the attention module inside a decoder layer
     query: str = ""  # rotary families: the attention's submodules whose outputs are the queries and keys before
-    key: str = ""  # the rotation, [B, L, heads * D] and [B, L, kv_heads * D]
+    key: str = ""  # the rotation, [B, L, heads * D] and [B, L, kv_heads * D],
+    rotary: str = ""  # and the rotary embedding, (x, position_ids [B, N]) -> (cos, sin) [B, N, D]
 
 
-LLAMA = Family("model.layers", "self_attn", query="q_proj", key="k_proj")
+LLAMA = Family("model.layers", "self_attn", query="q_proj", key="k_proj", rotary="model.rotary_emb")
 FAMILIES = {"gpt2": Family("transformer.h", "attn"), "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA}
 
 
@@ -74,6 +79,13 @@ def _require_transformers(what: str) -> None:
     if transformers is None:
         raise UserError(f"{what} needs the optional extra `hf` (transformers, gguf, accelerate), which is not "
                         f"installed: {INSTALL}")
+
+
+def submodule(root: nn.Module, path: str) -> nn.Module:
+    """The submodule at an attribute path ("model.layers")."""
+    for name in path.split("."):
+        root = getattr(root, name)
+    return root
 
 
 def family_of(hf_config) -> Family:
@@ -91,27 +103,49 @@ def shape_of(hf_config) -> dict:
             "head_dim": head_dim, "vocab_size": hf_config.vocab_size,
             "kv_heads": getattr(hf_config, "num_key_value_heads", None) or heads,
             "positions": getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions",
-                                                                                          1 << 30)}
+                                                                                          1 << 30),
+            "window": getattr(hf_config, "sliding_window", None)}  # sliding-window attention (Mistral), or None
 
 
-def derive_config(config: Config, hf_config) -> Config:
-    """A copy of the config with model.* read from the pretrained model (no XL cache: local attention reads the
-    segment only; no smeared keys: its keys are its own)."""
-    family_of(hf_config)
+def shaped_config(config: Config, hf_config) -> Config:
+    """A copy of the config with model.* read from the pretrained model (no smeared keys: its keys are its own),
+    but model.xl_cache as set, checked against what the model can do."""
+    family = family_of(hf_config)
     config, shape = config.copy(), shape_of(hf_config)
     for key in ("dim", "depth", "heads", "head_dim", "vocab_size"):
         setattr(config.model, key, shape[key])
-    config.model.xl_cache, config.model.key_smear = 0, False
-    if config.data.segment > shape["positions"]:
-        raise ConfigError(f"data.segment = {config.data.segment} is longer than the pretrained model's "
-                          f"{shape['positions']} positions: lower data.segment.")
+    config.model.key_smear = False
+    segment, cache = config.data.segment, config.model.xl_cache
+    if cache and not family.rotary:
+        rotary = ", ".join(name for name, f in FAMILIES.items() if f.rotary)
+        raise ConfigError(f"model.xl_cache = {cache} is not available for {hf_config.model_type!r} models: their "
+                          f"positions are learned absolute embeddings added to the input, so a cached key keeps the "
+                          f"position it was computed at and cannot stand before the next segment at a consistent "
+                          f"position: set model.xl_cache = 0 (earlier tokens are then reached through memory), or "
+                          f"start from a model with rotary positions ({rotary}).")
+    if segment + cache > shape["positions"]:
+        raise ConfigError(f"data.segment = {segment}" + (f" with model.xl_cache = {cache}" if cache else "") +
+                          f" spans {segment + cache} positions, more than the pretrained model's "
+                          f"{shape['positions']}: lower data.segment" + (" or model.xl_cache." if cache else "."))
+    if cache and shape["window"] and segment + cache > shape["window"]:
+        raise ConfigError(f"data.segment = {segment} with model.xl_cache = {cache} spans {segment + cache} tokens, "
+                          f"more than the pretrained model's sliding attention window of {shape['window']}: lower "
+                          f"model.xl_cache to at most {max(0, shape['window'] - segment)}.")
     return config
+
+
+def derive_config(config: Config, hf_config) -> Config:
+    """A config for the pretrained model built from a preset or file (run_config.build_config): model.* read from
+    the pretrained model, and no XL cache (local attention reads the segment only) until model.xl_cache is set."""
+    config = config.copy()
+    config.model.xl_cache = 0
+    return shaped_config(config, hf_config)
 
 
 def check_config(config: Config, hf_config) -> None:
     """Refuse model.* settings the pretrained model does not have (set after its shape was read, e.g. by --set or
     a plan's variant), by name: they would otherwise be silently replaced by the pretrained model's."""
-    derived = derive_config(config, hf_config)
+    derived = shaped_config(config, hf_config)
     differ = [f"model.{k} = {v!r} (the pretrained model: {getattr(derived.model, k)!r})"
               for k, v in vars(config.model).items() if getattr(derived.model, k) != v]
     if differ:
@@ -163,14 +197,20 @@ def load_source(source: str):
 # ---- the attention function transformers calls in every layer ----------------------------------------------
 def memorizing_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention interface: query [B, H, L, D], key/value [B, Hkv, L, D] (rotated where the family
-    rotates) -> ([B, L, H, D], weights or None). Local attention is transformers' sdpa; a memory layer mixes in
-    its memory branch."""
-    local, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+    rotates) -> ([B, L, H, D], weights or None). Local attention is transformers' sdpa, over [XL cache ; segment]
+    where the layer keeps one (segment_cache.py); a memory layer mixes in its memory branch."""
+    keys, values, allowed = key, value, None  # allowed [B, 1, L, C + L] (True: may attend); None: the segment's
+    cache = getattr(module, "segment_cache", None)
+    if cache is not None:
+        keys, values, allowed = cache.extend(key, value)
+        attention_mask = allowed
+    local, weights = sdpa_attention_forward(module, query, keys, values, attention_mask, scaling=scaling,
                                             dropout=dropout, **kwargs)
     branch = getattr(module, "memorizing", None)
     if branch is None:
         return local, weights
-    return branch(query, key, value, local, scaling if scaling is not None else query.shape[-1] ** -0.5), None
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return branch(query, key, value, local, scale, keys, allowed), None
 
 
 if transformers is not None:
@@ -204,8 +244,9 @@ class MemoryBranch(nn.Module):
         """The layer's state and the segment's document positions [B, L] for the next forward."""
         self.layer_state, self.query_pos, self.remember = layer_state, query_pos, remember
 
-    def forward(self, query, key, value, local, scaling: float) -> torch.Tensor:
-        """query [B, H, L, D], key/value [B, Hkv, L, D], local [B, L, H, D] -> [B, L, H, D]."""
+    def forward(self, query, key, value, local, scaling: float, keys, allowed) -> torch.Tensor:
+        """query [B, H, L, D], key/value [B, Hkv, L, D] of the segment, local [B, L, H, D] -> [B, L, H, D]; keys
+        [B, Hkv, K, D] and allowed [B, 1, L, K] (or None: causal, K = L) are what local attention read."""
         lanes, heads, length, head_dim = query.shape
         kv_heads = key.shape[1]
         group = heads // kv_heads  # query heads per key/value head
@@ -225,14 +266,15 @@ class MemoryBranch(nn.Module):
                 q = grouped(q) * scaling
             local_lse = None
             if self.memory.combine == "joint":  # the joint softmax needs the local log-sum-exp, [B, H, L]
-                logits = query @ key.repeat_interleave(group, 1).transpose(-1, -2) * scaling  # [B, H, L, L]
-                future = torch.ones(length, length, dtype=torch.bool, device=query.device).triu(1)
-                local_lse = logits.masked_fill(future, float("-inf")).logsumexp(-1).reshape(lanes, kv_heads, -1)
+                logits = query @ keys.repeat_interleave(group, 1).transpose(-1, -2) * scaling  # [B, H, L, K]
+                if allowed is None:
+                    allowed = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()  # [L, L]
+                local_lse = logits.masked_fill(~allowed, float("-inf")).logsumexp(-1).reshape(lanes, kv_heads, -1)
             out = self.memory(q, self.layer_state.memory, self.query_pos.repeat(1, group),
                               grouped(local.transpose(1, 2)), local_lse)  # [B, Hkv, G*L, D]
             local = out.reshape(lanes, heads, length, head_dim).transpose(1, 2)
         if self.remember:  # written after the segment has attended, so no token retrieves itself
-            self.layer_state.write(k, value, self.query_pos, k[:, :, -1])
+            self.layer_state.memory.write(k, value, self.query_pos)
         return local
 
 
@@ -246,7 +288,7 @@ class PretrainedMemorizing(nn.Module):
             raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
                               "'hf:...'): its keys are its own; set model.key_smear = false.")
         self.family = family_of(lm.config)
-        self.config = derive_config(config, lm.config).validate()
+        self.config = shaped_config(config, lm.config).validate()
         self.shape = shape_of(lm.config)
         self.lm, self.tokenizer = lm, tokenizer
         self.tokenizer.model_max_length = 1 << 62  # documents are read segment by segment: no length warning
@@ -258,20 +300,22 @@ class PretrainedMemorizing(nn.Module):
             attention = self.attention(i)
             attention.memorizing = MemoryBranch(self.config, attention, self.family, self.shape["kv_heads"])
             self.branches[i] = attention.memorizing
+        self.caches = {}  # layer -> SegmentCache, in every layer with model.xl_cache
+        for i in range(self.config.model.depth) if self.config.model.xl_cache else ():
+            attention = self.attention(i)
+            attention.segment_cache = self.caches[i] = SegmentCache(attention, self.family.key)
         self.train()
 
     @classmethod
     def from_source(cls, source: str, config: Config) -> "PretrainedMemorizing":
-        """The model at 'hf:PATH' with its pretrained weights; the memory branch starts from its initialisation."""
+        """The model at 'hf:PATH' with its pretrained weights; the memory branch starts from its initialisation.
+        model.* is the pretrained model's except model.xl_cache, taken from `config` (derive_config sets it to 0)."""
         lm, tokenizer = load_source(source)
         return cls(config, lm, tokenizer)
 
     def attention(self, layer: int) -> nn.Module:
         """The attention module of decoder layer `layer` (0-based)."""
-        layers = self.lm
-        for name in self.family.layers.split("."):
-            layers = getattr(layers, name)
-        return getattr(layers[layer], self.family.attention)
+        return getattr(submodule(self.lm, self.family.layers)[layer], self.family.attention)
 
     def attention_prefix(self, layer: int) -> str:
         """The parameter-name prefix of a layer's attention (its memory branch included), for train.freeze."""
@@ -293,7 +337,7 @@ class PretrainedMemorizing(nn.Module):
 
     def init_state(self, lanes: int) -> State:
         return State.empty(self.config, lanes, self.memory_layers, self.shape["kv_heads"], self.shape["head_dim"],
-                           cache_size=0, like=next(self.parameters()))
+                           cache_size=self.config.model.xl_cache, like=next(self.parameters()))
 
     def forward(self, tokens: torch.Tensor, state: State, reset: torch.Tensor | None = None,
                 remember: bool = True) -> tuple[torch.Tensor, State]:
@@ -305,7 +349,15 @@ class PretrainedMemorizing(nn.Module):
         query_pos = state.position[:, None] + torch.arange(length, device=tokens.device)  # [B, L] in the document
         for i, branch in self.branches.items():
             branch.bind(state.layers[i], query_pos, remember)
-        logits = self.lm(input_ids=tokens, use_cache=False).logits  # [B, L, vocab]; positions 0 .. L-1
+        positions = None  # the model's positions of the segment: 0 .. L-1 without an XL cache
+        if self.caches:  # after the filled cache slots, which every layer has alike (segment_cache.py)
+            filled = state.layers[0].cache[2].sum(-1)  # [B]
+            slots, positions = window_positions(filled, self.config.model.xl_cache, length)  # [B, C], [B, L]
+            weight = self.lm.get_input_embeddings().weight  # its dtype and device for cos and sin
+            rotary = submodule(self.lm, self.family.rotary)(weight, position_ids=slots)  # (cos, sin) [B, C, D]
+            for i, cache in self.caches.items():
+                cache.bind(state.layers[i], rotary, remember)
+        logits = self.lm(input_ids=tokens, position_ids=positions, use_cache=False).logits  # [B, L, vocab]
         if remember:
             state.position = state.position + length
         return logits, state

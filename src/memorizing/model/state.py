@@ -31,18 +31,24 @@ class LayerState:
         """Remember a segment's keys/values [B, H, L, D] (detached) at document positions [B, L], and its last
         token's key before smearing [B, H, D]."""
         self.last_key = last_key.detach()
-        if self.cache_size:
-            cache_k, cache_v, valid = self.cache
-            now_valid = torch.ones_like(positions, dtype=torch.bool)
-            if keys.shape[2] >= self.cache_size:  # the segment alone fills the cache
-                self.cache = (keys.detach()[:, :, -self.cache_size:], values.detach()[:, :, -self.cache_size:],
-                              now_valid[:, -self.cache_size:])
-            else:
-                self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
-                              torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
-                              torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
+        self.write_cache(keys, values)
         if self.memory is not None:
             self.memory.write(keys, values, positions)
+
+    def write_cache(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Keep the last cache_size of [cache ; segment keys/values [B, H, L, D]] (detached). Filled slots are
+        always the last ones: a cache cleared by `reset` fills from its end."""
+        if not self.cache_size:
+            return
+        cache_k, cache_v, valid = self.cache
+        now_valid = torch.ones(keys.shape[0], keys.shape[2], dtype=torch.bool, device=keys.device)  # [B, L]
+        if keys.shape[2] >= self.cache_size:  # the segment alone fills the cache
+            self.cache = (keys.detach()[:, :, -self.cache_size:], values.detach()[:, :, -self.cache_size:],
+                          now_valid[:, -self.cache_size:])
+        else:
+            self.cache = (torch.cat([cache_k, keys.detach()], 2)[:, :, -self.cache_size:],
+                          torch.cat([cache_v, values.detach()], 2)[:, :, -self.cache_size:],
+                          torch.cat([valid, now_valid], 1)[:, -self.cache_size:])
 
     def reset(self, starting: torch.Tensor, memory: bool = True) -> None:
         """Clear the XL cache of the lanes where `starting` [B] is True, and their kNN memory if `memory`."""
