@@ -2,7 +2,8 @@
 
 Five numbers, perplexity per token and bits per byte, on the same held-out python-stdlib documents (the test
 split: documents of at least --min-bytes, cut at --doc-bytes, read one per lane, segment by segment; local
-attention reads the current segment only, so everything earlier in a document is reached through memory only):
+attention reads the current segment only, so everything earlier in a document is reached through memory only,
+unless --set model.xl_cache=C keeps the previous C tokens too):
   1. the pretrained model alone;
   2. memory added with its gate closed (memory.combine = fixed, memory.gate = 0): must equal 1;
   3. memory zero-shot, gate fixed at --gate (nothing trained);

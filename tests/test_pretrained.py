@@ -1,6 +1,7 @@
 """A pretrained Hugging Face causal LM with the kNN memory branch (model/pretrained.py), on tiny randomly
 initialised GPT-2 and Llama models built here (offline): the pretrained model is intact with the gate closed,
-memory is causal, lanes are isolated and reset, and a retrofitted run saves, loads, trains and evaluates."""
+memory is causal, lanes are isolated and reset, a rotary model's XL cache reads its window as the pretrained model
+does, and a retrofitted run saves, loads, trains, resumes exactly and evaluates."""
 
 import json
 import math

@@ -301,9 +301,13 @@ class PretrainedMemorizing(nn.Module):
             attention.memorizing = MemoryBranch(self.config, attention, self.family, self.shape["kv_heads"])
             self.branches[i] = attention.memorizing
         self.caches = {}  # layer -> SegmentCache, in every layer with model.xl_cache
-        for i in range(self.config.model.depth) if self.config.model.xl_cache else ():
+        for i in range(self.config.model.depth):
             attention = self.attention(i)
-            attention.segment_cache = self.caches[i] = SegmentCache(attention, self.family.key)
+            if getattr(attention, "segment_cache", None) is not None:  # the LM was wrapped before (benchmarks)
+                attention.segment_cache.close()
+            attention.segment_cache = None
+            if self.config.model.xl_cache:
+                attention.segment_cache = self.caches[i] = SegmentCache(attention, self.family.key)
         self.train()
 
     @classmethod

@@ -36,8 +36,13 @@ class SegmentCache:
         # The family's own rotation, from the module that defines its attention: (q, k, cos, sin) -> rotated (q, k).
         self.rotate = sys.modules[type(attention).__module__].apply_rotary_pos_emb
         self.captured = None  # the segment's keys before the rotation, [B, L, Hkv * D]
-        getattr(attention, key_projection).register_forward_hook(lambda _, __, out: setattr(self, "captured", out))
+        self.hook = getattr(attention, key_projection).register_forward_hook(
+            lambda _, __, out: setattr(self, "captured", out))
         self.layer_state, self.rotary, self.remember = None, None, True
+
+    def close(self) -> None:
+        """Stop capturing (the attention module gets another cache)."""
+        self.hook.remove()
 
     def bind(self, layer_state: LayerState, rotary: tuple[torch.Tensor, torch.Tensor], remember: bool) -> None:
         """The layer's state and (cos, sin) [B, C, D] of the cache slots' positions, for the next forward."""
