@@ -158,3 +158,15 @@ def test_pieces_keep_the_recall_spans_inside_them():
                                     corpora.Span(970, 974, (20,))))
     test = split_documents([document], "test")[0]
     assert test.spans == (corpora.Span(10, 14, (5,)),)  # 970's only source lies in the train piece: dropped
+
+
+def test_the_cpu_preset_finds_test_documents_in_the_recall_corpus():
+    """`memorizing train --preset cpu --corpus recall` must have held-out documents of the preset's test length
+    (data.eval_min_length): the corpus's documents are long enough by default."""
+    from memorizing import preset
+    from memorizing.evaluate import evaluation_documents
+    config = preset("cpu")
+    config.data.corpus = "recall"
+    documents = evaluation_documents(load_corpus(config.data), config.data, "test", config.data.eval_tokens)
+    assert documents and all(len(d.data) >= config.data.eval_min_length for d in documents)
+    assert sum(len(d.spans) for d in documents) > 0  # with far recalls to score

@@ -99,7 +99,7 @@ class DataConfig:
     eval_min_length: int = 0
     # The synthetic `recall` corpus.
     recall_documents: int = 256
-    recall_length: int = 4096  # bytes per document
+    recall_length: int = 16384  # bytes per document (16 KB: long enough for the cpu preset's test documents)
     recall_pairs: int = 8  # name=value pairs bound at the start of each document
     recall_distance: int = 1024  # bytes between the bindings and the first question
     recall_name_length: int = 4  # capital letters per name; with 1, the letter alone keys the lookup
