@@ -29,8 +29,8 @@ from memorizing.ablation.parsers import Context
 from memorizing.ablation.prose import (NOTHING, PLACEHOLDER, explicit_items, free_items, free_targets, normalise_action,
                                        read_action)
 from memorizing.ablation.registry import BY_NAME, REASONS, Component, Refusal
-from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, sentences, without_baseline_clauses, \
-    without_references, words
+from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, numbers, sentences, \
+    without_baseline_clauses, without_references, words
 from memorizing.config import Config, ConfigError
 
 __all__ = ["REASONS", "Refusal", "Resolution", "Variant", "apply_changes", "resolve", "resolve_section"]
@@ -243,6 +243,7 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             r.refusal = Refusal("ambiguous", _ambiguous(f"{detail}; accepted: {component.accepted}"))
             return
         r.evidence.append("values from the text: " + ", ".join(repr(i.text) for i in items))
+    items = _qualified(items, component, ctx)
     placement = memory_layers(ctx.baseline)
     for item in items:
         other = named_by(item.text, placement)
@@ -266,6 +267,22 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             base = [n + 1 for n in ctx.baseline.memory_placement()]
             changes = {"memory.layers": sorted(set(base) | set(changes["memory.layers"]))}
         r.variants.append(Variant(item.text, title, item.text, changes))
+
+
+def _qualified(items: list[Item], component: Component, ctx: Context) -> list[Item]:
+    """'With: constant mixing weight' next to 'Values: [0.0, 0.5, 1.0]': a value without numbers that is no value
+    of the component by itself says what the numbered values are; each of them is read with it ('constant mixing
+    weight 0.5'). Anything else is left as it is."""
+    words_only = [i for i in items if not numbers(i.text)]
+    numbered = [i for i in items if numbers(i.text)]
+    if len(words_only) != 1 or not numbered or component.parse(words_only[0], ctx).changes is not None:
+        return items
+    qualified = [Item(f"{words_only[0].text} {i.text}") for i in numbered]
+    for q, n in zip(qualified, numbered):
+        alone, read = component.parse(n, ctx).changes, component.parse(q, ctx).changes
+        if read is None or alone is not None and alone != read:
+            return items  # the words change what the numbers mean: not a mere description of them
+    return qualified
 
 
 def _ambiguous(detail: str) -> str:

@@ -318,8 +318,11 @@ SEARCH_PARAMS = (
                                 r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
     ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|"
                                 r"(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
-                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
-                                r"(\d+)"),
+                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|es|ing)\s+"
+                                r"(\d+)|"
+                                # '256 lists of which 8 are probed per query'
+                                r"(\d+)\s+(?:of them\s+)?(?:are|is|get|gets|being)\s+(?:probed|searched|visited|"
+                                r"scanned)\b"),
     ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
 )
 

@@ -214,9 +214,9 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
 def _failed(component: Component, target: str, taken: list[Item], ctx: Context) -> Item | None:
     """A piece of a value list that names the component (its cue) but does not parse: a value the list asks
     for that cannot be read, so taking the others alone would run part of the plan's study."""
-    whole = [t.text for t in taken]
+    whole = [_squashed(t.text) for t in taken]
     for p in split_values(target):
-        if p.text in whole or any(p.text in t for t in whole) or not _cued(component, p.text):
+        if any(_squashed(p.text) in t for t in whole) or not _cued(component, p.text):
             continue
         if component.parse(p, ctx).changes is None:
             return p
@@ -225,9 +225,14 @@ def _failed(component: Component, target: str, taken: list[Item], ctx: Context) 
 
 def _left_out(target: str, taken: list[Item]) -> list[Item]:
     """The pieces of a value list that hold numbers (outside parentheses) and were not taken as values."""
-    whole = [t.text for t in taken]
-    return [p for p in split_values(target) if p.text not in whole and not any(p.text in t for t in whole)
+    whole = [_squashed(t.text) for t in taken]
+    return [p for p in split_values(target) if not any(_squashed(p.text) in t for t in whole)
             and numbers(outside_parens(p.text))]
+
+
+def _squashed(text: str) -> str:
+    """Text without its separators ('1024 lists and probing 16' and '1024 lists, probing 16' are the same words)."""
+    return re.sub(r"\W+|\b(?:and|or)\b", "", text.lower())
 
 
 def _partial_problem(component: Component, taken: list[Item], left: list[Item]) -> str:

@@ -134,14 +134,14 @@ COMPONENTS = (
          (r"(?:nearest[- ])?neighbou?r count", 3), (r"how many (?:nearest )?" + NB, 3), (r"\bk nearest", 2),
          (NB + r" (?:retrieved|returned)", 3), (r"(?:fewer|more) " + NB, 3), (r"\bneighbou?rs?\b", 1),
          (r"(?:fewer|more) retrieved (?:memories|keys|items)|retrieved (?:memories|keys) per query", 3)),
-        r"\bk\s*(?:=|:|∈|\d)|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
+        r"\bk\s*(?:=|:|∈|\d)|\bk\s+in\s*[{\[]|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
                                                                             r"neighbou?r|nearest|retriev|key"),
         "a number of neighbours, e.g. 16",
         open_choice("the number of retrieved neighbours cannot be removed: REPLACE it with a number, or REMOVE the "
                     "kNN memory"),
         open_choice("ADD to the number of neighbours does not say how many: REPLACE it with a number"),
         units=r"(?:nearest )?neighbou?rs?|retrieved (?:keys|memories)", keywords=r"(?:\bk|top[- _]?k|neighbou?rs?)"
-        r"\s*(?:of|=|to|:|∈)?\s*$", numeric=True),
+        r"\s*(?:of|=|to|:|∈|in)?\s*$", numeric=True),
     Component(
         "memory_layers", "placement of the memory layer", ("memory.layers",),
         ((r"(?<!non-)memory layers\b", 3), (r"\b(?:which|what) layers?", 3), (r"(?:layer )?placement", 3),
