@@ -144,7 +144,7 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
     items = _without_restated(items, ctx)
-    combined = None if items else combined_changes(section, ctx)
+    combined = combined_changes(section, items, ctx)
     if combined:  # 'exact kNN search together with top-k = 128': one run that sets both
         said, changes = combined
         r.action, r.evidence = "REPLACE", [f"{said!r} sets two components in one run"]
