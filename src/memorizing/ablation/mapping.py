@@ -126,6 +126,17 @@ def resolve_section(section: Section, baseline: Config) -> Resolution:
     return _read(r, baseline)
 
 
+def _not_available(found, also: str = "") -> Refusal:
+    """The refusal for things the model does not have: not available, naming the nearest option; or, where all of
+    them are nothing the lab can ablate, unknown."""
+    absent = [f for f in found if f.missing.reason == "not-available"]
+    if absent:
+        return _absent(absent, also)
+    said = ", ".join(repr(f.words) for f in found)
+    return Refusal("unknown", f"{' and '.join(f.missing.name for f in found)} is nothing the lab can ablate (the plan "
+                              f"says {said}; {found[0].missing.nearest}). Drop the section.{(' Also: ' + also) if also else ''}")
+
+
 def _read(r: Resolution, baseline: Config) -> Resolution:
     """Steps 3-6 for a section in words: its action, its component, its variants, the baseline rules."""
     section = r.section
@@ -143,7 +154,13 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
         items = [i for i in items if not NOTHING.match(i.text)]
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
-    items = _without_restated(items, ctx)
+    items, restated = _without_restated(items, ctx)
+    if restated and not items:  # 'top-k 32, 65536 entries, bucketed search, memory at layer 9': the paper as is
+        said = ", ".join(repr(i.text) for i in restated)
+        r.refusal = Refusal("equals-baseline", f"every value restates the baseline's own setting ({said}): the study "
+                                               f"would run the baseline under another name. Drop the section, or ask "
+                                               f"for a setting the baseline does not have.")
+        return r
     combined = combined_changes(section, items, ctx)
     if combined:  # 'exact kNN search together with top-k = 128': one run that sets both
         said, changes = combined
@@ -174,22 +191,24 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     return _finish(r, baseline)
 
 
-def _without_restated(items: list[Item], ctx: Context) -> list[Item]:
+def _without_restated(items: list[Item], ctx: Context) -> tuple[list[Item], list[Item]]:
     """Values that name several components ('Memory size: 16K', 'Neighbours per query: 32'), without those that
-    restate the baseline's own setting of their component: the baseline's values are no variants."""
+    restate the baseline's own setting of their component (the baseline's values are no variants); and those.
+    Where every value restates the baseline, none is left."""
     placement = memory_layers(ctx.baseline)
     named = [named_by(i.text, placement) for i in items]
     if len({n for n in named if n}) < 2:
-        return items
-    kept = []
+        return items, []
+    kept, restated = [], []
     for item, name in zip(items, named):
         if name:
             parsed = BY_NAME[name].parse(item, ctx)
             if parsed.changes is not None and not differences(ctx.baseline, apply_changes(ctx.baseline,
                                                                                           parsed.changes)):
+                restated.append(item)
                 continue
         kept.append(item)
-    return kept or items
+    return kept, restated
 
 
 def _remove_both(r: Resolution, both: list[Component], baseline: Config) -> Resolution:
@@ -289,7 +308,7 @@ def _ambiguous(detail: str) -> str:
     return f"leaves open what to run: {detail}."
 
 
-def _not_available(found, also: str = "") -> Refusal:
+def _absent(found, also: str = "") -> Refusal:
     names = [f.missing.name for f in found]
     nearest = found[0].missing.nearest if len(found) == 1 else \
         "; ".join(dict.fromkeys(f"for {f.missing.name}: {f.missing.nearest}" for f in found))

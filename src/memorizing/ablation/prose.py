@@ -201,7 +201,8 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
             continue
         if nums and p not in cued and not (cued and _bare(p.text)):
             continue
-        if not nums and not (p in cued or MULTIPLIER.search(words(p.text)) or is_baseline_value(p.text)):
+        if not nums and not (p in cued or MULTIPLIER.search(words(p.text)) or is_baseline_value(p.text) or
+                             _names(component, p.text)):
             continue
         parsed = component.parse(p, ctx)
         if parsed.changes is not None:
@@ -270,6 +271,13 @@ def _cued(component: Component, text: str) -> bool:
             return True
     return bool(component.cue and re.search(component.cue, t) and numbers(t)) or \
         (component.name == "gate" and re.search(r"sigmoid|equal mix|only", t) is not None)
+
+
+def _names(component: Component, text: str) -> bool:
+    """Whether a piece of free text names the component by a defining or strong phrase ('no XL cache at all': its
+    off value, for a component whose numbers have one)."""
+    t = words(text)
+    return any(weight >= 2 and re.search(pattern, t) for pattern, weight in component.phrases)
 
 
 def _bare(text: str) -> bool:

@@ -120,7 +120,10 @@ COMPONENTS = (
          (r"\b(?:halv|doubl|quarter|shrink|grow|enlarg|quadrupl)\w* (?:the )?(?:size of the )?(?:knn |external )?"
           r"memory\b", 3),
          (r"\bentries\b", 1), (r"\bcache\b", 1)),
-        r"\bentr(?:y|ies)\b|\bslots?\b|\|m\|", count("memory.size", "memory size", r"entr|token|slot|key|memor|pair"),
+        # '8k-token memory', 'a memory of 16K tokens': the memory stores one entry per token (not the XL memory)
+        r"\bentr(?:y|ies)\b|\bslots?\b|\|m\||\d\s*[km]?[- ]?tokens?[- ](?:(?:knn|external)[- ])?memory\b|"
+        r"(?<!xl )(?<!xl-)(?<!cache )(?<!recurrent )\bmemory (?:of|with|holding) \d[\d,.]*\s*[km]?\s*tokens\b",
+        count("memory.size", "memory size", r"entr|token|slot|key|memor|pair"),
         "a number of entries, e.g. 8192, 16K, 2^14, or halved / doubled",
         open_choice("the memory size cannot be removed: REPLACE it with a number of entries, or REMOVE the kNN "
                     "memory"),
