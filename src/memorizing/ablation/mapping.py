@@ -133,8 +133,9 @@ def _not_available(found, also: str = "") -> Refusal:
     if absent:
         return _absent(absent, also)
     said = ", ".join(repr(f.words) for f in found)
+    also = f" Also: {also}" if also else ""
     return Refusal("unknown", f"{' and '.join(f.missing.name for f in found)} is nothing the lab can ablate (the plan "
-                              f"says {said}; {found[0].missing.nearest}). Drop the section.{(' Also: ' + also) if also else ''}")
+                              f"says {said}; {found[0].missing.nearest}). Drop the section.{also}")
 
 
 def _read(r: Resolution, baseline: Config) -> Resolution:

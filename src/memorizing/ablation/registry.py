@@ -137,8 +137,8 @@ COMPONENTS = (
          (r"(?:nearest[- ])?neighbou?r count", 3), (r"how many (?:nearest )?" + NB, 3), (r"\bk nearest", 2),
          (NB + r" (?:retrieved|returned)", 3), (r"(?:fewer|more) " + NB, 3), (r"\bneighbou?rs?\b", 1),
          (r"(?:fewer|more) retrieved (?:memories|keys|items)|retrieved (?:memories|keys) per query", 3)),
-        r"\bk\s*(?:=|:|∈|\d)|\bk\s+in\s*[{\[]|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
-                                                                            r"neighbou?r|nearest|retriev|key"),
+        r"\bk\s*(?:=|:|∈|\d)|\bk\s+in\s*[{\[]|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d",
+        count("memory.top_k", "top-k", r"neighbou?r|nearest|retriev|key"),
         "a number of neighbours, e.g. 16",
         open_choice("the number of retrieved neighbours cannot be removed: REPLACE it with a number, or REMOVE the "
                     "kNN memory"),
