@@ -29,7 +29,7 @@ from memorizing.ablation.parsers import Context
 from memorizing.ablation.prose import (NOTHING, PLACEHOLDER, explicit_items, free_items, free_targets, normalise_action,
                                        read_action)
 from memorizing.ablation.registry import BY_NAME, REASONS, Component, Refusal
-from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, numbers, sentences, \
+from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, numbers, sentences, split_values, \
     without_baseline_clauses, without_references, words
 from memorizing.config import Config, ConfigError
 
@@ -263,7 +263,7 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             r.refusal = Refusal("ambiguous", _ambiguous(f"{detail}; accepted: {component.accepted}"))
             return
         r.evidence.append("values from the text: " + ", ".join(repr(i.text) for i in items))
-    items = _qualified(items, component, ctx)
+    items = _qualified(r.section, items, component, ctx)
     placement = memory_layers(ctx.baseline)
     for item in items:
         other = named_by(item.text, placement)
@@ -289,15 +289,18 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
         r.variants.append(Variant(item.text, title, item.text, changes))
 
 
-def _qualified(items: list[Item], component: Component, ctx: Context) -> list[Item]:
-    """'With: constant mixing weight' next to 'Values: [0.0, 0.5, 1.0]': a value without numbers that is no value
-    of the component by itself says what the numbered values are; each of them is read with it ('constant mixing
-    weight 0.5'). Anything else is left as it is."""
-    words_only = [i for i in items if not numbers(i.text)]
-    numbered = [i for i in items if numbers(i.text)]
-    if len(words_only) != 1 or not numbered or component.parse(words_only[0], ctx).changes is not None:
+def _qualified(section: Section, items: list[Item], component: Component, ctx: Context) -> list[Item]:
+    """'With: constant mixing weight' then 'Values: [0.0, 0.5, 1.0]': a first value field without numbers that is
+    no value of the component by itself, before one field that lists the numbers, says what they are; each of
+    them is read with it ('constant mixing weight 0.5'). Anything else (a word among the values of one list, say)
+    is left as it is."""
+    if len(section.values) != 2 or numbers(section.values[0]) or not numbers(section.values[1]):
         return items
-    qualified = [Item(f"{words_only[0].text} {i.text}") for i in numbered]
+    described, numbered = split_values(section.values[0]), split_values(section.values[1])
+    if len(described) != 1 or [i.text for i in items] != [i.text for i in described + numbered] or \
+            component.parse(described[0], ctx).changes is not None:
+        return items
+    qualified = [Item(f"{described[0].text} {i.text}") for i in numbered]
     for q, n in zip(qualified, numbered):
         alone, read = component.parse(n, ctx).changes, component.parse(q, ctx).changes
         if read is None or alone is not None and alone != read:

@@ -412,6 +412,13 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
             return Parsed(problem=f"value {text!r}: the model has {depth} layers")
         first = span[1] in ("first", "bottom", "lowest")
         return Parsed({"memory.layers": list(range(1, n + 1)) if first else list(range(depth - n + 1, depth + 1))})
+    span = re.search(r"\blayers\s+(\d+)\s*(?:-|to|through|thru|\.\.)\s*(\d+)\b|\blayer\s+(\d+)\s*-\s*(\d+)\b", t)
+    if span:  # 'layers 1-6', 'layers 3 to 5': every layer of the range ('layer 3 to 5' may be a move)
+        first, last = int(span[1] or span[3]), int(span[2] or span[4])
+        rest = t[:span.start()] + " " + t[span.end():]
+        if first > last or numbers(rest):
+            return Parsed(problem=f"value {text!r} does not list the layers: name them (e.g. 'layers 2, 4 and 6')")
+        return Parsed({"memory.layers": list(range(first, last + 1))})
     if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
         return Parsed({"memory.layers": list(range(1, depth + 1))})
     for position, layer in ((r"\b(?:last|final|top(?:most)?)\b", depth), (r"\b(?:first|bottom|lowest)\b", 1)):
