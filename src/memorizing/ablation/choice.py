@@ -80,7 +80,7 @@ def without_qualifiers(text: str, placement: frozenset = frozenset()) -> str:
         existing = bool(EXISTING_LAYER.match(said)) or (bool(layers) and layers <= placement and
                                                          not re.search(r"\b(?:to|into)\b", said))
         quantity = re.search(r"\d[\d,.]*\s*[km]?\s*(?!layers?\b)[a-z][a-z-]*\s*$", clause)  # '512 tokens'
-        if existing or quantity or _names_other_component(clause):
+        if existing or quantity or _names_other_component(f"{clause} {said}"):
             out = out[:m.start()] + " " * (m.end() - m.start()) + out[m.end():]
     return out
 

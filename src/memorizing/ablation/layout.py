@@ -96,11 +96,18 @@ class Section:
             self.values.append(text)
         else:
             old = getattr(self, role)
-            setattr(self, role, f"{old}\n{text}" if old else text)
+            setattr(self, role, f"{old}{_line_break(old, text)}{text}" if old else text)
 
     def text(self) -> str:
         """Everything that may say what the section ablates (not its notes or metrics)."""
         return "\n".join(t for t in (self.title, self.part, self.action, self.change, *self.values, self.prose) if t)
+
+
+def _line_break(before: str, after: str) -> str:
+    """What joins two lines of one field: a space where the second continues the sentence the first left open (a
+    paragraph wrapped by hand: 'with half' / 'the memory, and ...'), else a line break."""
+    return " " if re.search(r"[\w,)'’-]$", before) and re.match(r"[a-z(]", after) else "\n"
+
 
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 

@@ -95,12 +95,30 @@ def free_targets(section: Section) -> list[str]:
     for source in sources:
         for sentence in sentences(source or ""):
             sentence = without_baseline_clauses(sentence)
-            if not sentence.strip() or is_baseline_sentence(sentence):
+            if not sentence.strip() or is_baseline_sentence(sentence) or is_outcome(sentence):
                 continue
             target = target_of(sentence)
             if target.strip(" ;,"):
                 out.append(target)
     return out
+
+# 'If perplexity improves, the memory is under-used at k=32': what a result would mean, not a setting to run
+CONDITION = re.compile(r"^\s*(?:if|unless|should|once|whether|in case|when)\b[^,;]*,\s*(?P<then>.+)$", re.I)
+EXPECTATION = re.compile(r"^\s*(?:(?:we|i)\s+)?(?:expect|predict|suspect|hope|guess|bet)\b|"
+                         r"^\s*(?:expected|expectation|hypothesis|prediction)\b", re.I)
+
+
+def is_outcome(sentence: str) -> bool:
+    """A sentence that says what a result would show or is expected to be, and asks for nothing: its numbers are
+    no values ('If perplexity improves, the memory is under-used at k=32'). A condition on a request ('if that
+    helps, also try 128 neighbours') still asks for its setting."""
+    if EXPECTATION.search(sentence):
+        return True
+    condition = CONDITION.match(sentence)
+    if not condition:
+        return False
+    return not any(re.search(pattern, words(condition["then"])) for _, pattern in VERBS)
+
 
 PURPOSE = re.compile(r"[,;]?\s+(?:to (?:see|test|check|measure|find out|understand|quantify|evaluate|assess|study|"
                      r"isolate|compare|verify|confirm|show)|in order to|so that|so we|because|since|which (?:should|"

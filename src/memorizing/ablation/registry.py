@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from memorizing.ablation.parsers import (ABSOLUTE_BIAS, MULTIPLIER, NB, RELATIVE_BIAS, RELATIVE_DESCRIPTION, VAGUE,
-                                         Context, Item, Parsed, bias_parse, count, fixed, gate_parse, layers_parse,
-                                         model_parse, open_choice, qk_keys, search_parse, switch, xl_add)
+from memorizing.ablation.parsers import (ABSOLUTE_BIAS, MEMORY_ONLY, MULTIPLIER, NB, RELATIVE_BIAS,
+                                         RELATIVE_DESCRIPTION, VAGUE, Context, Item, Parsed, bias_parse, count, fixed,
+                                         gate_parse, layers_parse, model_parse, open_choice, qk_keys, search_parse,
+                                         switch, xl_add)
 from memorizing.ablation.values import BASELINE_SUFFIX, is_baseline_value, numbers, words
 
 
@@ -61,11 +62,10 @@ COMPONENTS = (
     Component(
         "gate", "gate mixing memory and local attention", ("memory.combine", "memory.gate"),
         ((r"\bgat(?:e|es|ed|ing)\b", 3), (r"joint softmax|(?:single|one|shared) softmax", 3), (r"equal mix", 2),
-         (r"local[- ]attention[- ]only|memory(?:[- ]attention)?[- ]only", 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
+         (r"local[- ]attention[- ]only|" + MEMORY_ONLY, 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
          (r"\bfuses?\b|\bfusion\b|\bfusing\b", 1), (r"\bcombin(?:ation|es|ing|ed)\b", 1), (r"interpolat\w*", 1),
          (r"\bsoftmax\b", 1)),
-        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?:[- ]attention)?[- ]only|"
-        r"memory(?:[- ]attention)?[- ]only",
+        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?:[- ]attention)?[- ]only|" + MEMORY_ONLY,
         gate_parse, "fixed_gate=X (X in [0, 1]), sigmoid(x), 'joint softmax', 'learned gate'",
         open_choice("REMOVE of the learned gate leaves open what mixes memory and local attention instead: say a "
                     "fixed gate value in [0, 1] (memory.combine = \"fixed\", memory.gate = X) or one joint softmax "
@@ -151,8 +151,10 @@ COMPONENTS = (
          (r"position of (?:the )?(?:single )?(?:knn )?memory layer", 3),
          (r"memory layer (?:position|placement|location|index)", 3),
          (r"(?:number of|more|extra|additional|second|two|three|several|multiple) (?:knn )?memory layers?", 3),
-         (r"(?<!xl )(?<!xl-)(?<!recurrent )(?<!cache )memory (?:in|at|to|into|from|out of) (?:the |every |each |all |"
-          r"an? )?(?:\w+ )?layers?", 3),
+         (r"(?<!xl )(?<!xl-)(?<!recurrent )(?<!cache )memory (?:only |just |solely )?(?:in|at|to|into|from|out of) "
+          r"(?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"\b(?:last|final|first|early|earlier|late|later|lower|upper|top|bottom|middle)[- ]layers? (?:knn )?memory\b",
+          3),
          (r"\b(?:put|place|insert)\w*\b[^.;]{0,30}\blayers? \d", 3),
          (r"\b(?:move|moves|moved|moving) (?:the )?(?:\(?single\)? )?(?:knn )?memory", 3),
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?"
@@ -236,7 +238,7 @@ COMPONENTS = (
          (r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )", 1), (r"\biterations\b", 1)),
         r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )|\bstep count\b|\biterations\b",
         count("train.steps", "number of training steps", r"(?:training |train |optimi[sz]er |gradient )?(?:steps?|"
-                                                         r"iterations?|updates)"),
+                                                         r"iterations?|updates)", thousands=True),
         "a number of training steps, e.g. 200000, or a multiple of the baseline's (halved)",
         open_choice("the training steps cannot be removed: REPLACE them with a number of steps"),
         open_choice("ADD to the training steps does not say how many: REPLACE them with a number of steps"),
@@ -246,7 +248,7 @@ COMPONENTS = (
         "warmup", "learning-rate warm-up (steps)", ("train.warmup",),
         ((r"\bwarm[- ]?up\b", 3),),
         r"\bwarm[- ]?up\b", count("train.warmup", "warm-up length", r"(?:warm[- ]?up )?steps?", zero=True,
-                                              off_means_zero=True),
+                                              off_means_zero=True, thousands=True),
         "a number of warm-up steps, e.g. 2000 (0 = none)",
         fixed({"train.warmup": 0}),
         open_choice("ADD of a warm-up does not say how long: give a number of warm-up steps"),
