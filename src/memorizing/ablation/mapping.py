@@ -121,21 +121,28 @@ def resolve_section(section: Section, baseline: Config) -> Resolution:
         return _finish(r, baseline, literal=True)
     missing = find_missing(section.text())
     if missing:
-        r.refusal = _not_available(missing)
+        r.refusal = _not_available(missing, asked=_asked(section))
         return r
     return _read(r, baseline)
 
 
-def _not_available(found, also: str = "") -> Refusal:
+def _not_available(found, also: str = "", asked: str = "") -> Refusal:
     """The refusal for things the model does not have: not available, naming the nearest option; or, where all of
-    them are nothing the lab can ablate, unknown."""
+    them are nothing the lab can ablate, unknown (with what the section asks for, in its own words)."""
     absent = [f for f in found if f.missing.reason == "not-available"]
     if absent:
         return _absent(absent, also)
     said = ", ".join(repr(f.words) for f in found)
     also = f" Also: {also}" if also else ""
+    asked = f" The section asks for {asked!r}." if asked else ""
     return Refusal("unknown", f"{' and '.join(f.missing.name for f in found)} is nothing the lab can ablate (the plan "
-                              f"says {said}; {found[0].missing.nearest}). Drop the section.{also}")
+                              f"says {said}; {found[0].missing.nearest}).{asked} Drop the section.{also}")
+
+
+def _asked(section: Section) -> str:
+    """What a section asks for in its own words (its change, values or prose), shortened."""
+    asked = " ".join((section.change or "; ".join(section.values) or section.prose).split())
+    return asked[:100] + ("..." if len(asked) > 100 else "")
 
 
 def _read(r: Resolution, baseline: Config) -> Resolution:
@@ -266,7 +273,7 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
     items = _qualified(r.section, items, component, ctx)
     placement = memory_layers(ctx.baseline)
     for item in items:
-        other = named_by(item.text, placement)
+        other = named_by(blank_kept(item.text), placement)  # '2048 tokens (XL cache stays 512)': kept, no vote
         if other not in (None, component.name, "memory") and BY_NAME[other].parse(item, ctx).changes is not None:
             # 'Neighbours per query: 8' is no memory size
             r.refusal = Refusal("ambiguous", _ambiguous(

@@ -111,6 +111,14 @@ MISSING = (
     Missing("an average of the weights (EMA, weight averaging)",
             _p(r"\bema\b|\bexponential(?:ly)? moving average\b|\b(?:weight|model|polyak|stochastic weight) "
                r"averag\w*|\bswa\b"), "none: evaluation uses the trained weights", reason="unknown"),
+    Missing("a tokenizer or vocabulary change",
+            _p(r"\btokeni[sz](?:er|ers|ation)\b|\bvocab(?:ular(?:y|ies))?\b|\bbpe\b|\bbyte[- ]pair\b|"
+               r"\bsentencepiece\b|\bwordpiece\b|\bunigram (?:model|lm|tokeni[sz]\w*)"),
+            "none: the model reads bytes (model.vocab_size = 256); there is no tokenizer to change",
+            reason="unknown"),
+    Missing("the activation function",
+            _p(r"\bactivation functions?\b|\b(?:gelu|relu|swiglu|geglu|silu|swish)\b"),
+            "none: the feed-forward layers' activation is fixed", reason="unknown"),
     Missing("a change at evaluation only (a plan trains every variant)",
             _p(r"\b(?:at|during|for) (?:evaluation|eval|test(?:ing)?|inference)(?: time)? only\b|\bonly (?:at|during|"
                r"for) (?:evaluation|eval|test(?:ing)?|inference)\b|"

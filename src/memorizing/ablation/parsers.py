@@ -345,7 +345,8 @@ SEARCH_PARAMS = (
                                 # '256 lists of which 8 are probed per query'
                                 r"(\d+)\s+(?:of them\s+)?(?:are|is|get|gets|being)\s+(?:probed|searched|visited|"
                                 r"scanned)\b"),
-    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
+    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?(?:\s+per\s+(?:neighbou?r|query|result|"
+                                          r"retrieved key)s?)?\s*(?:=|:|of|to)?\s*(\d+)"),
 )
 
 
@@ -466,18 +467,30 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
         return Parsed(problem=f"value {text!r} {why}: name the layer numbers (1..{depth}), 'last' or 'every layer'")
     if any(n.integer is None for n in nums):
         return Parsed(problem=f"value {text!r}: layer numbers are whole numbers")
-    extra = leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+    layers = sorted({n.integer for n in nums})
+    extra = [n for n in leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+             if not _restated_count(text, n, layers, ctx)]
     if extra:
         return extra_problem(extra, text, "the memory layers")
-    layers = sorted({n.integer for n in nums})
     return Parsed({"memory.layers": layers})
+
+
+def _restated_count(text: str, n: Num, layers: list[int], ctx: Context) -> bool:
+    """'layers 3 and 6 (one run, two memory layers)', 'layers 4 and 10 (three memory layers with the baseline's)':
+    a count of memory layers in parentheses that the named layers already give, alone or with the baseline's
+    (an ADD) is a restatement, no parameter."""
+    inner = parens(text)
+    if not re.search(rf"(?<![\w.]){re.escape(n.text)}\s+(?:\w+\s+){{0,2}}?layers\b", inner):
+        return False
+    with_baseline = set(layers) | {k + 1 for k in ctx.baseline.memory_placement()}
+    return n.integer in ({len(layers), len(with_baseline)} if ctx.action == "ADD" else {len(layers)})
 
 MODEL_DIMS = (
     ("model.depth", r"(?<![\w.])(\d+)\s*-?\s*(?:transformer\s+)?layers?\b|\bdepth\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
                     r"\b(\d+)\s*-?\s*layer\b"),
     ("model.heads", r"(?<![\w.])(\d+)\s*(?:attention\s+)?heads\b|\bheads\s*(?:=\s*|to\s*)?(\d+)"),
     ("model.head_dim", r"\bheads?\s+of\s+(\d+)|\bhead[ _-]?(?:dim\w*|size)\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
-                       r"(\d+)[- ]dim(?:ensional)? heads"),
+                       r"(\d+)[- ]dim(?:ensional)? heads|(\d+)\s*dim(?:ension)?s?\s+(?:per|each|a|for each)\s+head\b"),
     ("model.dim", r"\b(?:width|d[ _]?model|model dim\w*|hidden(?: size| dim\w*)?|dim(?:ension)?)\s*(?:of\s*|=\s*|"
                   r"to\s*)?(\d+)|(\d+)[- ]wide\b"),
 )
@@ -491,7 +504,7 @@ MODEL_NAMES = {"model.depth": r"\bdepth\b|\bdeeper\b|\bshallower\b|number of (?:
 def model_parse(item: Item, ctx: Context) -> Parsed:
     """'24 layers', 'depth 16', '16 heads of 64', 'width 2048'; a bare number where the part names one dimension."""
     text = item.text
-    t = words(outside_parens(text))
+    t = words(f"{outside_parens(text)} {' '.join(consequences(text))}")
     changes, used = {}, []
     for key, rx in MODEL_DIMS:
         for m in re.finditer(rx, t):
@@ -519,6 +532,17 @@ def model_parse(item: Item, ctx: Context) -> Parsed:
     if extra:
         return extra_problem(extra, text, "the model size")
     return Parsed(changes)
+
+
+# '(so 64 dims per head)', '(i.e. 64 per head)': a parenthesis that states what the value implies
+CONSEQUENCE = re.compile(r"\(\s*(?:so|hence|thus|i\.?\s?e\.?|that is|giving|which gives|making)\b,?\s*([^()]*)\)", re.I)
+
+
+def consequences(text: str) -> list[str]:
+    """What a model value says follows from it ('width 512, keeping 8 heads (so 64 dims per head)'): the model's
+    dimensions are tied (width = heads x head size), so a dimension stated as a consequence is part of the
+    variant."""
+    return CONSEQUENCE.findall(text)
 
 
 def _factor_of(text: str, factor: re.Match, dimension: str) -> bool:

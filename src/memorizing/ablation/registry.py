@@ -92,6 +92,8 @@ COMPONENTS = (
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
          (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2),
          (r"\bivf\b|inverted[- ]?file", 2),
+         (r"\bbuckets? per (?:\w+ )?(?:neighbou?rs?|quer(?:y|ies)|keys?)\b|\bnumber of buckets\b|\bbucket (?:count|"
+          r"number)s?\b", 3),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
         r"\bexact|brute|exhaustive|\bapprox|bucket\w*" + NOT_A_BIAS + r"|\bivf\b|inverted|\bfaiss\b|\blists\b|"
         r"\bprobes?\b|\bflat\b",

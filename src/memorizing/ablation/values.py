@@ -85,14 +85,15 @@ KEPT = re.compile(
     r"(?:with it|accordingly|along)\b|\bstays?\b|\bremains?\b|\bas in the baseline\b|\bas before\b|\bincluding\b|"
     r"\bwould have liked\b|\bunlike\b|\bnot (?:available|supported)\b|\bunsupported\b|\bleav(?:e|es|ing)\b|"
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b|"
-    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|"
+    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b(?![^()]*\d)|"  # a number it states is a value
     r"\+[^,;]*\bonly\s*$|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
     r"\ball (?:else|other(?: settings| components)?) (?:equal|the same|unchanged|fixed|as in the baseline)\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
                          r"\bprevious documents\b|\bearlier documents\b|"
                          r"\b(?:keep|keeps|keeping|retain\w*)\s+(?:only|just|"
-                         r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)")
+                         r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)"
+                         r"(?![\d,.]*\s*(?:attention\s+)?(?:heads?|dims?|dimensions?)\b)")  # 'keeping 8 heads': kept
 BASELINE_SENTENCE = re.compile(
     r"\b(?:the )?baseline(?:'s)? (?:uses|has|retrieves|keeps|is|clears|searches|stores|puts|mixes|places)\b|"
     r"^\s*(?:currently|normally|by default|today|at present|at the moment|right now|in the paper|as in the paper|"
@@ -105,6 +106,9 @@ REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
+    # 'on top of the existing memory in layer 9': what is added to, the baseline's own
+    r"\b(?:on top of|in addition to|besides|alongside|as well as|next to)\s+(?:the\s+|its\s+)?(?:existing|current|"
+    r"baseline'?s?|original|paper'?s?|default|usual)\b[^,;()]*|"
     r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|"
     r"[^,;()]*\b(?:in|of|from|for) the "
     r"(?:baseline|paper)\b)[^,;()]*|"
@@ -181,7 +185,7 @@ PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\
                             r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|"
                             r"ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
-EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
+EXPLANATION = re.compile(r"^\s*\(?\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
 
 
