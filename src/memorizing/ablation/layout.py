@@ -1001,7 +1001,7 @@ def _sections_in_free_region(body: list[Entry]) -> list[Section]:
             return bold
         return _items_to_sections(body, tops)
     return _bold_lead_sections(body) or _paragraph_sections(body) or _label_line_sections(body) or \
-        _enumerated_sections(body)
+        _label_paragraph_sections(body) or _enumerated_sections(body)
 
 
 # 'no-mem: kNN memory off entirely.' / 'k sweep: k in {8, 16, 64}.': a terse note, one labelled line per ablation.
@@ -1027,6 +1027,26 @@ def _label_line_sections(body: list[Entry]) -> list[Section]:
                 sections.append(section)
         paragraph = []
     return sections
+
+
+def _label_paragraph_sections(body: list[Entry]) -> list[Section]:
+    """Two or more paragraphs that each open with a short label that is no field name and no mail header ('Cache
+    size: Mei suggested we try halving it.', as a mail lists its ablations): each such paragraph is one ablation,
+    titled by its label; paragraphs without a label (greetings, the baseline, sign-off) are not read as ablations."""
+    sections, paragraph = [], []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind == "text":
+            paragraph.append(e)
+            continue
+        m = LABEL_LINE.match(paragraph[0].text) if paragraph else None
+        if m and len(m["label"].split()) <= 5 and field_role(m["label"]) is None and \
+                not MAIL_HEADER.match(m["label"]):
+            section = Section(title=m["label"].strip(), line=paragraph[0].number)
+            for text in [m["rest"]] + [p.text for p in paragraph[1:]]:
+                section.add("prose", text)
+            sections.append(section)
+        paragraph = []
+    return sections if len(sections) >= 2 else []
 
 
 def json_sections(text: str) -> list[Section] | None:
