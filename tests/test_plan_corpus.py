@@ -16,7 +16,8 @@ import pytest
 from memorizing import preset
 from memorizing.ablation.configs import apply_changes, effective
 from memorizing.ablation.mapping import REASONS, resolve
-from memorizing.ablation.plan import Plan, parse_markdown, parse_toml, resolved_toml
+from memorizing.ablation.plan import Plan, load_plan, parse_markdown, parse_toml, resolved_toml
+from memorizing.ablation.unread import unread_lines
 
 PLANS = sorted((Path(__file__).parent / "plans").glob("*.md"))
 # Probes written by the reader's implementer in further styles (JSON, setext headings, inline enumerations, field
@@ -99,3 +100,22 @@ def test_the_resolved_plan_runs_the_same_variants(plan, baseline):
             [(v.name, v.replacement, v.description, v.equals_baseline) for v in b.variants]
         assert [effective(apply_changes(baseline, v.changes)) for v in a.variants] == \
             [effective(apply_changes(baseline, v.changes)) for v in b.variants]
+
+
+@pytest.mark.parametrize("plan", PLANS + PROBES, ids=lambda p: p.stem)
+def test_no_line_that_looks_like_an_ablation_is_left_unread(plan):
+    text = plan.read_text()
+    assert unread_lines(text, parse_markdown(text)) == []
+
+
+def test_lines_that_no_section_reads_are_warned_about(tmp_path):
+    """Terse notes above the first heading are not read as sections (the text before a heading is a preamble):
+    the plan says so, line by line, instead of dropping them without a word."""
+    plan = tmp_path / "queue.md"
+    plan.write_text("Queue for next week (defaults otherwise):\n\nnbr sweep: k in {4, 8, 128}.\n"
+                    "no-xl: turn the XL cache off.\n\n## Exact search\n- **Action**: REPLACE\n- **Values**: exact\n")
+    loaded = load_plan(str(plan))
+    assert [s.title for s in loaded.sections] == ["Exact search"]
+    (warning,) = loaded.warnings
+    assert "2 lines" in warning and "line 3: 'nbr sweep" in warning and "line 4: 'no-xl" in warning
+    assert load_plan(str(Path(__file__).parent / "plans" / "01_seed-format.md")).warnings == []

@@ -58,7 +58,7 @@ def phrase_hits(section: Section, placement: frozenset = frozenset()) -> list[Hi
 # Where something sits: 'in every layer', 'in the memory layer', 'at layer 9', 'across all layers'.
 LOCATION = re.compile(r"\b(?:in|at|of|across|for|on|inside|within|per|to|from|out of)\s+(?:the\s+|every\s+|each\s+|"
                       r"all\s+(?:the\s+)?|both\s+|its\s+|a\s+|that\s+|this\s+)?(?:\w+\s+){0,2}?layers?\b"
-                      r"(?:\s*\(?\s*\d+(?:\s*(?:,|and|&)\s*\d+)*\s*\)?)?|\beverywhere\b|\bin all \d+ layers\b")
+                      r"(?:\s*\(?\s*\d+(?:\s*(?:,|and|&|-|to)\s*\d+)*\s*\)?)?|\beverywhere\b|\bin all \d+ layers\b")
 
 # The memory layer the baseline has, named as a place: 'in the memory layer', 'in its layer', 'in layer 9'.
 EXISTING_LAYER = re.compile(r"^(?:in|at|of|on|inside|within|for|from|out of)\s+(?:(?:the|its|that|this)\s+(?:single\s+|"
@@ -80,7 +80,7 @@ def without_qualifiers(text: str, placement: frozenset = frozenset()) -> str:
         existing = bool(EXISTING_LAYER.match(said)) or (bool(layers) and layers <= placement and
                                                          not re.search(r"\b(?:to|into)\b", said))
         quantity = re.search(r"\d[\d,.]*\s*[km]?\s*(?!layers?\b)[a-z][a-z-]*\s*$", clause)  # '512 tokens'
-        if existing or quantity or _names_other_component(clause):
+        if existing or quantity or _names_other_component(f"{clause} {said}"):
             out = out[:m.start()] + " " * (m.end() - m.start()) + out[m.end():]
     return out
 

@@ -96,11 +96,18 @@ class Section:
             self.values.append(text)
         else:
             old = getattr(self, role)
-            setattr(self, role, f"{old}\n{text}" if old else text)
+            setattr(self, role, f"{old}{_line_break(old, text)}{text}" if old else text)
 
     def text(self) -> str:
         """Everything that may say what the section ablates (not its notes or metrics)."""
         return "\n".join(t for t in (self.title, self.part, self.action, self.change, *self.values, self.prose) if t)
+
+
+def _line_break(before: str, after: str) -> str:
+    """What joins two lines of one field: a space where the second continues the sentence the first left open (a
+    paragraph wrapped by hand: 'with half' / 'the memory, and ...'), else a line break."""
+    return " " if re.search(r"[\w,)'’-]$", before) and re.match(r"[a-z(]", after) else "\n"
+
 
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
@@ -994,7 +1001,7 @@ def _sections_in_free_region(body: list[Entry]) -> list[Section]:
             return bold
         return _items_to_sections(body, tops)
     return _bold_lead_sections(body) or _paragraph_sections(body) or _label_line_sections(body) or \
-        _enumerated_sections(body)
+        _label_paragraph_sections(body) or _enumerated_sections(body)
 
 
 # 'no-mem: kNN memory off entirely.' / 'k sweep: k in {8, 16, 64}.': a terse note, one labelled line per ablation.
@@ -1020,6 +1027,26 @@ def _label_line_sections(body: list[Entry]) -> list[Section]:
                 sections.append(section)
         paragraph = []
     return sections
+
+
+def _label_paragraph_sections(body: list[Entry]) -> list[Section]:
+    """Two or more paragraphs that each open with a short label that is no field name and no mail header ('Cache
+    size: Mei suggested we try halving it.', as a mail lists its ablations): each such paragraph is one ablation,
+    titled by its label; paragraphs without a label (greetings, the baseline, sign-off) are not read as ablations."""
+    sections, paragraph = [], []
+    for e in body + [Entry(0, 0, "blank", "")]:
+        if e.kind == "text":
+            paragraph.append(e)
+            continue
+        m = LABEL_LINE.match(paragraph[0].text) if paragraph else None
+        if m and len(m["label"].split()) <= 5 and field_role(m["label"]) is None and \
+                not MAIL_HEADER.match(m["label"]):
+            section = Section(title=m["label"].strip(), line=paragraph[0].number)
+            for text in [m["rest"]] + [p.text for p in paragraph[1:]]:
+                section.add("prose", text)
+            sections.append(section)
+        paragraph = []
+    return sections if len(sections) >= 2 else []
 
 
 def json_sections(text: str) -> list[Section] | None:

@@ -29,8 +29,8 @@ from memorizing.ablation.parsers import Context
 from memorizing.ablation.prose import (NOTHING, PLACEHOLDER, explicit_items, free_items, free_targets, normalise_action,
                                        read_action)
 from memorizing.ablation.registry import BY_NAME, REASONS, Component, Refusal
-from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, sentences, without_baseline_clauses, \
-    without_references, words
+from memorizing.ablation.values import Item, blank_kept, is_baseline_sentence, numbers, sentences, split_values, \
+    without_baseline_clauses, without_references, words
 from memorizing.config import Config, ConfigError
 
 __all__ = ["REASONS", "Refusal", "Resolution", "Variant", "apply_changes", "resolve", "resolve_section"]
@@ -121,9 +121,28 @@ def resolve_section(section: Section, baseline: Config) -> Resolution:
         return _finish(r, baseline, literal=True)
     missing = find_missing(section.text())
     if missing:
-        r.refusal = _not_available(missing)
+        r.refusal = _not_available(missing, asked=_asked(section))
         return r
     return _read(r, baseline)
+
+
+def _not_available(found, also: str = "", asked: str = "") -> Refusal:
+    """The refusal for things the model does not have: not available, naming the nearest option; or, where all of
+    them are nothing the lab can ablate, unknown (with what the section asks for, in its own words)."""
+    absent = [f for f in found if f.missing.reason == "not-available"]
+    if absent:
+        return _absent(absent, also)
+    said = ", ".join(repr(f.words) for f in found)
+    also = f" Also: {also}" if also else ""
+    asked = f" The section asks for {asked!r}." if asked else ""
+    return Refusal("unknown", f"{' and '.join(f.missing.name for f in found)} is nothing the lab can ablate (the plan "
+                              f"says {said}; {found[0].missing.nearest}).{asked} Drop the section.{also}")
+
+
+def _asked(section: Section) -> str:
+    """What a section asks for in its own words (its change, values or prose), shortened."""
+    asked = " ".join((section.change or "; ".join(section.values) or section.prose).split())
+    return asked[:100] + ("..." if len(asked) > 100 else "")
 
 
 def _read(r: Resolution, baseline: Config) -> Resolution:
@@ -143,8 +162,14 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
         items = [i for i in items if not NOTHING.match(i.text)]
     ctx = Context(baseline, scope=words(blank_kept(section.text())), part=words(f"{section.title} {section.part}"),
                   action=action or "REPLACE")
-    items = _without_restated(items, ctx)
-    combined = None if items else combined_changes(section, ctx)
+    items, restated = _without_restated(items, ctx)
+    if restated and not items:  # 'top-k 32, 65536 entries, bucketed search, memory at layer 9': the paper as is
+        said = ", ".join(repr(i.text) for i in restated)
+        r.refusal = Refusal("equals-baseline", f"every value restates the baseline's own setting ({said}): the study "
+                                               f"would run the baseline under another name. Drop the section, or ask "
+                                               f"for a setting the baseline does not have.")
+        return r
+    combined = combined_changes(section, items, ctx)
     if combined:  # 'exact kNN search together with top-k = 128': one run that sets both
         said, changes = combined
         r.action, r.evidence = "REPLACE", [f"{said!r} sets two components in one run"]
@@ -174,22 +199,24 @@ def _read(r: Resolution, baseline: Config) -> Resolution:
     return _finish(r, baseline)
 
 
-def _without_restated(items: list[Item], ctx: Context) -> list[Item]:
+def _without_restated(items: list[Item], ctx: Context) -> tuple[list[Item], list[Item]]:
     """Values that name several components ('Memory size: 16K', 'Neighbours per query: 32'), without those that
-    restate the baseline's own setting of their component: the baseline's values are no variants."""
+    restate the baseline's own setting of their component (the baseline's values are no variants); and those.
+    Where every value restates the baseline, none is left."""
     placement = memory_layers(ctx.baseline)
     named = [named_by(i.text, placement) for i in items]
     if len({n for n in named if n}) < 2:
-        return items
-    kept = []
+        return items, []
+    kept, restated = [], []
     for item, name in zip(items, named):
         if name:
             parsed = BY_NAME[name].parse(item, ctx)
             if parsed.changes is not None and not differences(ctx.baseline, apply_changes(ctx.baseline,
                                                                                           parsed.changes)):
+                restated.append(item)
                 continue
         kept.append(item)
-    return kept or items
+    return kept, restated
 
 
 def _remove_both(r: Resolution, both: list[Component], baseline: Config) -> Resolution:
@@ -243,9 +270,10 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
             r.refusal = Refusal("ambiguous", _ambiguous(f"{detail}; accepted: {component.accepted}"))
             return
         r.evidence.append("values from the text: " + ", ".join(repr(i.text) for i in items))
+    items = _qualified(r.section, items, component, ctx)
     placement = memory_layers(ctx.baseline)
     for item in items:
-        other = named_by(item.text, placement)
+        other = named_by(blank_kept(item.text), placement)  # '2048 tokens (XL cache stays 512)': kept, no vote
         if other not in (None, component.name, "memory") and BY_NAME[other].parse(item, ctx).changes is not None:
             # 'Neighbours per query: 8' is no memory size
             r.refusal = Refusal("ambiguous", _ambiguous(
@@ -268,11 +296,30 @@ def _variants(r: Resolution, component: Component, items: list[Item], targets: l
         r.variants.append(Variant(item.text, title, item.text, changes))
 
 
+def _qualified(section: Section, items: list[Item], component: Component, ctx: Context) -> list[Item]:
+    """'With: constant mixing weight' then 'Values: [0.0, 0.5, 1.0]': a first value field without numbers that is
+    no value of the component by itself, before one field that lists the numbers, says what they are; each of
+    them is read with it ('constant mixing weight 0.5'). Anything else (a word among the values of one list, say)
+    is left as it is."""
+    if len(section.values) != 2 or numbers(section.values[0]) or not numbers(section.values[1]):
+        return items
+    described, numbered = split_values(section.values[0]), split_values(section.values[1])
+    if len(described) != 1 or [i.text for i in items] != [i.text for i in described + numbered] or \
+            component.parse(described[0], ctx).changes is not None:
+        return items
+    qualified = [Item(f"{described[0].text} {i.text}") for i in numbered]
+    for q, n in zip(qualified, numbered):
+        alone, read = component.parse(n, ctx).changes, component.parse(q, ctx).changes
+        if read is None or alone is not None and alone != read:
+            return items  # the words change what the numbers mean: not a mere description of them
+    return qualified
+
+
 def _ambiguous(detail: str) -> str:
     return f"leaves open what to run: {detail}."
 
 
-def _not_available(found, also: str = "") -> Refusal:
+def _absent(found, also: str = "") -> Refusal:
     names = [f.missing.name for f in found]
     nearest = found[0].missing.nearest if len(found) == 1 else \
         "; ".join(dict.fromkeys(f"for {f.missing.name}: {f.missing.nearest}" for f in found))

@@ -13,6 +13,7 @@ class Missing:
     name: str  # how the refusal names it
     pattern: re.Pattern
     nearest: str
+    reason: str = "not-available"  # or "unknown": nothing the lab can ablate at all
 
 
 def _p(pattern: str) -> re.Pattern:
@@ -56,15 +57,26 @@ MISSING = (
                                             r"attention|least[- ]attended|\blfu\b|least[- ]frequently|"
                                             r"random eviction"),
             "the memory is a FIFO ring buffer that evicts its oldest entries; vary memory.size"),
-    Missing("a memory shared across heads or layers (multi-query memory)",
-            _p(r"multi[- ]?query|\bshar(?:e|ed|es|ing)\b[^.;]{0,40}\b(?:heads?|layers?)\b|"
+    Missing("a memory shared across heads, layers or sequences (multi-query memory, one pool for the batch)",
+            _p(r"multi[- ]?query|\bshar(?:e|ed|es|ing)\b[^.;]{0,40}\b(?:heads?|layers?|sequences|lanes|(?:the )?"
+               r"batch)\b|"
                r"\b(?:one|single|a single|common|same|global|shared)\s+(?:\w+\s+){0,2}memor(?:y|ies)\b[^.;]{0,30}"
-               r"\b(?:all|both|every|across|shared)\b[^.;]{0,20}\b(?:heads|layers)\b|\bshared memory\b"),
-            "none: the memory is kept per head and per memory layer"),
+               r"\b(?:all|both|every|across|shared)\b[^.;]{0,20}\b(?:heads|layers|sequences|lanes)\b|"
+               r"\bshared memory\b|\bmemory (?:pool|bank) shared\b"),
+            "none: the memory is kept per head, per memory layer and per lane (sequence); memory.reset = false keeps "
+            "a lane's memory across its documents"),
     Missing("sliding-window attention", _p(r"sliding[- ]window"),
             "data.segment (local attention covers the segment and the XL cache of the previous one)"),
-    Missing("memory compression", _p(r"\bcompress\w*"),
-            "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
+    Missing("memory compression or quantisation (keys and values stored in fewer bits)",
+            _p(r"\bcompress\w*|(?<!product )(?<!product-)\bquanti[sz](?:ed|ing|ation|e)\b|\b(?:int8|int4|fp8|fp16|"
+               r"bf16|8-bit|4-bit|half[- ]precision|low(?:er)?[- ]precision)\b"),
+            "none; the memory keeps every (key, value) pair, at full precision, until it is evicted (vary "
+            "memory.size)"),
+    Missing("retrieval from an external database (RETRO-style, a corpus indexed in advance)",
+            _p(r"\bretro\b|\b(?:external|fixed|frozen|pre-?built|static)\s+(?:\w+\s+)?(?:database|datastore|"
+               r"corpus|index of (?:the )?(?:training )?(?:set|corpus|data))\b|\bdatastore\b"),
+            "none: the memory holds the (key, value) pairs of the lane's own past segments (memory.reset = false "
+            "keeps them across documents)"),
     Missing("memory summarisation", _p(r"\bsummar(?:ies|i[sz]\w*)|\bsummary (?:tokens?|vectors?|slots?|entr\w*)"),
             "none; the memory keeps every (key, value) pair until it is evicted (vary memory.size)"),
     Missing("learned memory writing (a learned choice of what is stored)",
@@ -93,6 +105,20 @@ MISSING = (
             "gradient clipping, label smoothing, epochs)",
             _p(r"\bbatch[- ]size\b|\bgradient clipping\b|\blabel smoothing\b|\bepochs?\b"),
             TRAINING_NEAREST),
+    Missing("stochastic depth (layers dropped at random during training)",
+            _p(r"\bstochastic depth\b|\blayer[- ]?drop\b|\bdrop(?:s|ping)? (?:whole |entire |random )?layers\b"
+               r"[^.;]{0,30}\bprobabilit"), "none: every layer runs at every step", reason="unknown"),
+    Missing("an average of the weights (EMA, weight averaging)",
+            _p(r"\bema\b|\bexponential(?:ly)? moving average\b|\b(?:weight|model|polyak|stochastic weight) "
+               r"averag\w*|\bswa\b"), "none: evaluation uses the trained weights", reason="unknown"),
+    Missing("a tokenizer or vocabulary change",
+            _p(r"\btokeni[sz](?:er|ers|ation)\b|\bvocab(?:ular(?:y|ies))?\b|\bbpe\b|\bbyte[- ]pair\b|"
+               r"\bsentencepiece\b|\bwordpiece\b|\bunigram (?:model|lm|tokeni[sz]\w*)"),
+            "none: the model reads bytes (model.vocab_size = 256); there is no tokenizer to change",
+            reason="unknown"),
+    Missing("the activation function",
+            _p(r"\bactivation functions?\b|\b(?:gelu|relu|swiglu|geglu|silu|swish)\b"),
+            "none: the feed-forward layers' activation is fixed", reason="unknown"),
     Missing("a change at evaluation only (a plan trains every variant)",
             _p(r"\b(?:at|during|for) (?:evaluation|eval|test(?:ing)?|inference)(?: time)? only\b|\bonly (?:at|during|"
                r"for) (?:evaluation|eval|test(?:ing)?|inference)\b|"

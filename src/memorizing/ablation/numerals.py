@@ -25,8 +25,9 @@ NUMBER_WORDS = re.compile(
     rf"(?<![\w-])(?P<n>(?:{_SMALL}|one|a)(?:\s+(?:{_SCALE})(?:\s+(?:and\s+)?{_SMALL})?)+|{_SMALL})(?![\w-])"
     r"(?!\s+(?:\w+\s+)?(?:runs?|seeds?|variants?|arms?|times|replicates?|repeats?|experiments?|ablations?|"
     r"settings|configurations?|values|options|choices|ways|sections?|steps? (?:of|in) (?:the|this)))", re.I)
-# 'layer one', 'top one': a word that takes a number makes a lone 'one' a number too
-AFTER_NUMBERED = re.compile(r"(?<=\blayer\s)one\b|(?<=\blayers\s)one\b", re.I)
+# 'layer one', 'a gate of one', 'set the gate to one': a word that takes a number makes a lone 'one' a number too
+AFTER_NUMBERED = re.compile(r"(?P<lead>\blayers?\s+|\b(?:gate|gating value|mixing weight|weight)\s*(?:of|=|to|at|:)"
+                            r"\s*)one\b", re.I)
 
 
 def _value(words: str) -> int:
@@ -54,7 +55,7 @@ def digits(text: str) -> str:
     """`text` with its numbers in words written as digits."""
     if not text:
         return text
-    text = AFTER_NUMBERED.sub("1", text)
+    text = AFTER_NUMBERED.sub(lambda m: f"{m['lead']}1", text)
 
     def repl(m: re.Match) -> str:
         said = m["n"]

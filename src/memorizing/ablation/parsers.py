@@ -163,10 +163,10 @@ def qk_keys(ctx: Context) -> tuple[str, ...]:
 
 
 def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool = False,
-          off_means_zero: bool = False, real: bool = False):
+          off_means_zero: bool = False, real: bool = False, thousands: bool = False):
     """A positive integer with units (`16K entries`, `2^14`, `256 tokens`) or a multiple of the baseline ('halve
     it', 'a quarter of the baseline size', 'four times as many'); with `real`, a positive number (`3e-4`, 'a tenth
-    of the baseline learning rate')."""
+    of the baseline learning rate'); with `thousands`, a K is a thousand (`250k steps` = 250000)."""
     unit_re = re.compile(units) if units else None
 
     def new_value(factor: float, text: str, ctx: Context) -> Parsed:
@@ -216,7 +216,7 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
         if len(nums) > 1:
             return Parsed(problem=f"value {text!r} holds several numbers ({', '.join(n.text for n in nums)}) for "
                                   f"{label}: give one value per variant")
-        n = nums[0]
+        written, n = nums[0].value, in_thousands(nums[0]) if thousands else nums[0]
         after = out[n.end:]
         if OTHER_UNITS.match(after) and not (unit_re and unit_re.match(after.strip().lower())):
             return Parsed(problem=f"value {text!r} is not a {label} (it counts {after.split()[0]})")
@@ -231,11 +231,20 @@ def count(key: str, label: str, units: str, multipliers: bool = True, zero: bool
             return Parsed(problem=f"{label} must be a whole number; {n.text!r} is not")
         if n.integer < (0 if zero else 1):
             return Parsed(problem=f"{label} must be {'zero or more' if zero else 'positive'}; {n.text!r} is not")
-        extra = leftovers(text, [n.value], (key,), ctx)
+        extra = leftovers(text, [n.value, written], (key,), ctx)
         if extra:
             return extra_problem(extra, text, label)
         return Parsed({key: n.integer})
     return parse
+
+
+def in_thousands(n: Num) -> Num:
+    """A number written with K read as thousands: counts of training steps are decimal ('250k steps' = 250000),
+    unlike memory sizes ('16K entries' = 16384)."""
+    m = re.fullmatch(r"(?P<mant>[\d.,]+)\s*[kK]", n.text)
+    if not m:
+        return n
+    return Num(float(m["mant"].replace(",", "")) * 1000, n.start, n.end, n.text)
 
 
 def relative_factor(text: str, scope: str = "") -> float | str | None:
@@ -256,6 +265,13 @@ def relative_factor(text: str, scope: str = "") -> float | str | None:
 
 def units_hint(units: str) -> str:
     return "e.g. 8192, 16K, 2^14" if "entr" in units else "e.g. 256 tokens" if "token" in units else "e.g. 16"
+
+
+# 'memory only' as a gate value (1.0: the memory alone is read); 'memory only in the last layer' says where the
+# memory is, not how it is mixed
+WHERE_ONLY = r"(?!\s+(?:in|at|on|for|from)\s+(?:the\s+|layers?\s+|blocks?\s+)?(?:\w+\s+){0,3}?(?:layers?|blocks?)\b|" \
+             r"\s+(?:in|at|on)\s+(?:layers?|blocks?)\s+\d)"
+MEMORY_ONLY = r"(?:memory(?:[- ]attention)?[- ]only|only (?:the )?memory)" + WHERE_ONLY
 
 
 def gate_parse(item: Item, ctx: Context) -> Parsed:
@@ -285,7 +301,7 @@ def gate_parse(item: Item, ctx: Context) -> Parsed:
     if re.search(r"local(?:[- ]attention)?[- ]only|only local|memory (?:output |attention )?ignored|no memory "
                  r"contribution", t):
         values.append(0.0)
-    if re.search(r"memory(?:[- ]attention)?[- ]only|only (?:the )?memory|local (?:output |attention )?ignored", t):
+    if re.search(MEMORY_ONLY + r"|local (?:output |attention )?ignored", t):
         values.append(1.0)
     if not values and re.search(r"\binitial\w*|\binit\b|\bat (?:its )?start", t):
         values.append(0.5)  # the learned gate starts at sigmoid(0)
@@ -309,6 +325,12 @@ SEARCH_KINDS = (
     ("bucketed", r"\bapprox\w*|\bbucket\w*|\btpu\b"),
 )
 
+# 'approx. kNN through an inverted-file index', 'approximate search using FAISS IVF': 'approximate' names the kind of
+# search the index is, not the paper's bucketed search (which is not named by a bucket or the TPU here)
+APPROXIMATE_BY_IVF = re.compile(r"^(?!.*\bbucket|.*\btpu\b).*\bapprox\w*\.?\s+(?:\S+\s+){0,3}?(?:through|via|using|"
+                                r"with|by|by way of|by means of|based on|backed by|implemented (?:as|with|by))\s+"
+                                r"(?:an?\s+|the\s+)?(?:\S+\s+){0,2}?(?:ivf|inverted[- ]?file|inverted lists?|faiss)\b")
+
 # '16 lists probed per query', '8 cells searched': lists that are probed, not the index's lists
 PROBED = r"\s+(?:probed|searched|visited|scanned|per query|per search)\b"
 
@@ -318,9 +340,13 @@ SEARCH_PARAMS = (
                                 r"\bnlists?\s*=\s*(\d+)|\blists?\s*=\s*(\d+)|\bivf[-_]?(\d+)\b"),
     ("memory.ivf_probe", "ivf", r"(\d+)\s*(?:probes?|probed lists?)\b|"
                                 r"(\d+)\s*(?:lists?|clusters?|cells?)" + PROBED + "|"
-                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|ing)\s+"
-                                r"(\d+)"),
-    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?\s*(?:=|:|of|to)?\s*(\d+)"),
+                                r"\bn?probes?\s*=\s*(\d+)|\bprob(?:e|es|ing)\s+"
+                                r"(\d+)|"
+                                # '256 lists of which 8 are probed per query'
+                                r"(\d+)\s+(?:of them\s+)?(?:are|is|get|gets|being)\s+(?:probed|searched|visited|"
+                                r"scanned)\b"),
+    ("memory.search_buckets", "bucketed", r"(\d+)\s*buckets?\b|\bbuckets?(?:\s+per\s+(?:neighbou?r|query|result|"
+                                          r"retrieved key)s?)?\s*(?:=|:|of|to)?\s*(\d+)"),
 )
 
 
@@ -332,6 +358,8 @@ def search_parse(item: Item, ctx: Context) -> Parsed:
     kinds = [k for k, rx in SEARCH_KINDS if re.search(rx, main)] or [k for k, rx in SEARCH_KINDS if re.search(rx, t)]
     if "ivf" in kinds and "exact" in kinds and re.search(r"\bflat\b", t) and not re.search(r"\bivf|inverted", t):
         kinds = ["exact"]
+    if set(kinds) == {"ivf", "bucketed"} and APPROXIMATE_BY_IVF.search(main):
+        kinds = ["ivf"]  # 'approximate kNN through an inverted-file index': the IVF index is how it approximates
     if VAGUE.search(outside_parens(t)) and not re.search(r"\bivf\b|inverted|exact|brute", t):
         return Parsed(problem=f"value {text!r} does not say which search: exact, bucketed (approximate) or ivf")
     if len(kinds) != 1:
@@ -409,6 +437,13 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
             return Parsed(problem=f"value {text!r}: the model has {depth} layers")
         first = span[1] in ("first", "bottom", "lowest")
         return Parsed({"memory.layers": list(range(1, n + 1)) if first else list(range(depth - n + 1, depth + 1))})
+    span = re.search(r"\blayers\s+(\d+)\s*(?:-|to|through|thru|\.\.)\s*(\d+)\b|\blayer\s+(\d+)\s*-\s*(\d+)\b", t)
+    if span:  # 'layers 1-6', 'layers 3 to 5': every layer of the range ('layer 3 to 5' may be a move)
+        first, last = int(span[1] or span[3]), int(span[2] or span[4])
+        rest = t[:span.start()] + " " + t[span.end():]
+        if first > last or numbers(rest):
+            return Parsed(problem=f"value {text!r} does not list the layers: name them (e.g. 'layers 2, 4 and 6')")
+        return Parsed({"memory.layers": list(range(first, last + 1))})
     if re.search(r"\b(?:every|each|all)(?: the)? (?:\w+ )?layers?\b|\ball \d+ layers\b", t):
         return Parsed({"memory.layers": list(range(1, depth + 1))})
     for position, layer in ((r"\b(?:last|final|top(?:most)?)\b", depth), (r"\b(?:first|bottom|lowest)\b", 1)):
@@ -432,18 +467,30 @@ def layers_parse(item: Item, ctx: Context) -> Parsed:
         return Parsed(problem=f"value {text!r} {why}: name the layer numbers (1..{depth}), 'last' or 'every layer'")
     if any(n.integer is None for n in nums):
         return Parsed(problem=f"value {text!r}: layer numbers are whole numbers")
-    extra = leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+    layers = sorted({n.integer for n in nums})
+    extra = [n for n in leftovers(text, [n.value for n in nums], ("memory.layers",), ctx)
+             if not _restated_count(text, n, layers, ctx)]
     if extra:
         return extra_problem(extra, text, "the memory layers")
-    layers = sorted({n.integer for n in nums})
     return Parsed({"memory.layers": layers})
+
+
+def _restated_count(text: str, n: Num, layers: list[int], ctx: Context) -> bool:
+    """'layers 3 and 6 (one run, two memory layers)', 'layers 4 and 10 (three memory layers with the baseline's)':
+    a count of memory layers in parentheses that the named layers already give, alone or with the baseline's
+    (an ADD) is a restatement, no parameter."""
+    inner = parens(text)
+    if not re.search(rf"(?<![\w.]){re.escape(n.text)}\s+(?:\w+\s+){{0,2}}?layers\b", inner):
+        return False
+    with_baseline = set(layers) | {k + 1 for k in ctx.baseline.memory_placement()}
+    return n.integer in ({len(layers), len(with_baseline)} if ctx.action == "ADD" else {len(layers)})
 
 MODEL_DIMS = (
     ("model.depth", r"(?<![\w.])(\d+)\s*-?\s*(?:transformer\s+)?layers?\b|\bdepth\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
                     r"\b(\d+)\s*-?\s*layer\b"),
     ("model.heads", r"(?<![\w.])(\d+)\s*(?:attention\s+)?heads\b|\bheads\s*(?:=\s*|to\s*)?(\d+)"),
     ("model.head_dim", r"\bheads?\s+of\s+(\d+)|\bhead[ _-]?(?:dim\w*|size)\s*(?:of\s*|=\s*|to\s*)?(\d+)|"
-                       r"(\d+)[- ]dim(?:ensional)? heads"),
+                       r"(\d+)[- ]dim(?:ensional)? heads|(\d+)\s*dim(?:ension)?s?\s+(?:per|each|a|for each)\s+head\b"),
     ("model.dim", r"\b(?:width|d[ _]?model|model dim\w*|hidden(?: size| dim\w*)?|dim(?:ension)?)\s*(?:of\s*|=\s*|"
                   r"to\s*)?(\d+)|(\d+)[- ]wide\b"),
 )
@@ -457,7 +504,7 @@ MODEL_NAMES = {"model.depth": r"\bdepth\b|\bdeeper\b|\bshallower\b|number of (?:
 def model_parse(item: Item, ctx: Context) -> Parsed:
     """'24 layers', 'depth 16', '16 heads of 64', 'width 2048'; a bare number where the part names one dimension."""
     text = item.text
-    t = words(outside_parens(text))
+    t = words(f"{outside_parens(text)} {' '.join(consequences(text))}")
     changes, used = {}, []
     for key, rx in MODEL_DIMS:
         for m in re.finditer(rx, t):
@@ -471,7 +518,8 @@ def model_parse(item: Item, ctx: Context) -> Parsed:
         if len(nums) == 1 and nums[0].integer and len(named) == 1:
             changes[named[0]] = nums[0].integer
             used.append(nums[0].value)
-        elif not nums and factor and len(named) == 1:  # 'halved' of the one dimension the part names
+        elif not nums and factor and len(named) == 1 and _factor_of(t, factor, MODEL_NAMES[named[0]]):
+            # 'halved' of the one dimension the part names
             section, name = named[0].split(".")
             value = getattr(getattr(ctx.baseline, section), name) * multiplier(factor)
             if value == int(value) and value >= 1:
@@ -484,6 +532,26 @@ def model_parse(item: Item, ctx: Context) -> Parsed:
     if extra:
         return extra_problem(extra, text, "the model size")
     return Parsed(changes)
+
+
+# '(so 64 dims per head)', '(i.e. 64 per head)': a parenthesis that states what the value implies
+CONSEQUENCE = re.compile(r"\(\s*(?:so|hence|thus|i\.?\s?e\.?|that is|giving|which gives|making)\b,?\s*([^()]*)\)", re.I)
+
+
+def consequences(text: str) -> list[str]:
+    """What a model value says follows from it ('width 512, keeping 8 heads (so 64 dims per head)'): the model's
+    dimensions are tied (width = heads x head size), so a dimension stated as a consequence is part of the
+    variant."""
+    return CONSEQUENCE.findall(text)
+
+
+def _factor_of(text: str, factor: re.Match, dimension: str) -> bool:
+    """Whether a multiple in a model value is one of `dimension`: the value names it, or says nothing else ('halved',
+    'double it'); 'each with half-size keys' is a multiple of something else."""
+    rest = text[:factor.start()] + " " + text[factor.end():]
+    rest = re.sub(r"\b(?:it|them|the|its|their|a|an|of|to|be|is|are|by|size[d]?|number|count|baseline'?s?)\b|[-,.;:]",
+                  " ", rest)
+    return bool(re.search(dimension, text)) or not rest.strip()
 
 
 def fixed(changes: dict | Callable[[Context], dict]):

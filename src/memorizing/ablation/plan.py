@@ -19,10 +19,11 @@ Running it gives the same study as the plan it was resolved from.
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memorizing.ablation.layout import Section, read_sections
+from memorizing.ablation.unread import unread_lines, unread_warning
 from memorizing.errors import UserError
 
 
@@ -36,6 +37,7 @@ class Plan:
     source: str  # for messages: the path, or "built-in seed plan"
     path: str | None
     sections: list[Section]
+    warnings: list[str] = field(default_factory=list)  # e.g. lines that look like an ablation but were not read
 
 
 SEED = Path(__file__).parent.parent / "plans" / "seed.md"
@@ -96,8 +98,11 @@ def load_plan(path: str | None) -> Plan:
                         f"for the built-in seed plan.") from None
     except (UnicodeDecodeError, IsADirectoryError) as e:
         raise PlanError(f"plan {path} is not a readable text file ({e}).") from None
-    sections = parse_toml(text, str(path)) if file.suffix == ".toml" else parse_markdown(text, str(path))
-    return Plan(file.stem, str(path), str(path), sections)
+    if file.suffix == ".toml":
+        return Plan(file.stem, str(path), str(path), parse_toml(text, str(path)))
+    sections = parse_markdown(text, str(path))
+    unread = unread_lines(text, sections)
+    return Plan(file.stem, str(path), str(path), sections, [unread_warning(str(path), unread)] if unread else [])
 
 
 # ---- the resolved plan as TOML ----------------------------------------------------------------------------------

@@ -95,12 +95,30 @@ def free_targets(section: Section) -> list[str]:
     for source in sources:
         for sentence in sentences(source or ""):
             sentence = without_baseline_clauses(sentence)
-            if not sentence.strip() or is_baseline_sentence(sentence):
+            if not sentence.strip() or is_baseline_sentence(sentence) or is_outcome(sentence):
                 continue
             target = target_of(sentence)
             if target.strip(" ;,"):
                 out.append(target)
     return out
+
+# 'If perplexity improves, the memory is under-used at k=32': what a result would mean, not a setting to run
+CONDITION = re.compile(r"^\s*(?:if|unless|should|once|whether|in case|when)\b[^,;]*,\s*(?P<then>.+)$", re.I)
+EXPECTATION = re.compile(r"^\s*(?:(?:we|i)\s+)?(?:expect|predict|suspect|hope|guess|bet)\b|"
+                         r"^\s*(?:expected|expectation|hypothesis|prediction)\b", re.I)
+
+
+def is_outcome(sentence: str) -> bool:
+    """A sentence that says what a result would show or is expected to be, and asks for nothing: its numbers are
+    no values ('If perplexity improves, the memory is under-used at k=32'). A condition on a request ('if that
+    helps, also try 128 neighbours') still asks for its setting."""
+    if EXPECTATION.search(sentence):
+        return True
+    condition = CONDITION.match(sentence)
+    if not condition:
+        return False
+    return not any(re.search(pattern, words(condition["then"])) for _, pattern in VERBS)
+
 
 PURPOSE = re.compile(r"[,;]?\s+(?:to (?:see|test|check|measure|find out|understand|quantify|evaluate|assess|study|"
                      r"isolate|compare|verify|confirm|show)|in order to|so that|so we|because|since|which (?:should|"
@@ -201,7 +219,8 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
             continue
         if nums and p not in cued and not (cued and _bare(p.text)):
             continue
-        if not nums and not (p in cued or MULTIPLIER.search(words(p.text)) or is_baseline_value(p.text)):
+        if not nums and not (p in cued or MULTIPLIER.search(words(p.text)) or is_baseline_value(p.text) or
+                             _names(component, p.text)):
             continue
         parsed = component.parse(p, ctx)
         if parsed.changes is not None:
@@ -214,9 +233,9 @@ def _values_of(component: Component, target: str, source: str, ctx: Context) -> 
 def _failed(component: Component, target: str, taken: list[Item], ctx: Context) -> Item | None:
     """A piece of a value list that names the component (its cue) but does not parse: a value the list asks
     for that cannot be read, so taking the others alone would run part of the plan's study."""
-    whole = [t.text for t in taken]
+    whole = [_squashed(t.text) for t in taken]
     for p in split_values(target):
-        if p.text in whole or any(p.text in t for t in whole) or not _cued(component, p.text):
+        if any(_squashed(p.text) in t for t in whole) or not _cued(component, p.text):
             continue
         if component.parse(p, ctx).changes is None:
             return p
@@ -225,9 +244,14 @@ def _failed(component: Component, target: str, taken: list[Item], ctx: Context) 
 
 def _left_out(target: str, taken: list[Item]) -> list[Item]:
     """The pieces of a value list that hold numbers (outside parentheses) and were not taken as values."""
-    whole = [t.text for t in taken]
-    return [p for p in split_values(target) if p.text not in whole and not any(p.text in t for t in whole)
+    whole = [_squashed(t.text) for t in taken]
+    return [p for p in split_values(target) if not any(_squashed(p.text) in t for t in whole)
             and numbers(outside_parens(p.text))]
+
+
+def _squashed(text: str) -> str:
+    """Text without its separators ('1024 lists and probing 16' and '1024 lists, probing 16' are the same words)."""
+    return re.sub(r"\W+|\b(?:and|or)\b", "", text.lower())
 
 
 def _partial_problem(component: Component, taken: list[Item], left: list[Item]) -> str:
@@ -265,6 +289,13 @@ def _cued(component: Component, text: str) -> bool:
             return True
     return bool(component.cue and re.search(component.cue, t) and numbers(t)) or \
         (component.name == "gate" and re.search(r"sigmoid|equal mix|only", t) is not None)
+
+
+def _names(component: Component, text: str) -> bool:
+    """Whether a piece of free text names the component by a defining or strong phrase ('no XL cache at all': its
+    off value, for a component whose numbers have one)."""
+    t = words(text)
+    return any(weight >= 2 and re.search(pattern, t) for pattern, weight in component.phrases)
 
 
 def _bare(text: str) -> bool:

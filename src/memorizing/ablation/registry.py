@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from memorizing.ablation.parsers import (ABSOLUTE_BIAS, MULTIPLIER, NB, RELATIVE_BIAS, RELATIVE_DESCRIPTION, VAGUE,
-                                         Context, Item, Parsed, bias_parse, count, fixed, gate_parse, layers_parse,
-                                         model_parse, open_choice, qk_keys, search_parse, switch, xl_add)
+from memorizing.ablation.parsers import (ABSOLUTE_BIAS, MEMORY_ONLY, MULTIPLIER, NB, RELATIVE_BIAS,
+                                         RELATIVE_DESCRIPTION, VAGUE, Context, Item, Parsed, bias_parse, count, fixed,
+                                         gate_parse, layers_parse, model_parse, open_choice, qk_keys, search_parse,
+                                         switch, xl_add)
 from memorizing.ablation.values import BASELINE_SUFFIX, is_baseline_value, numbers, words
 
 
@@ -61,11 +62,10 @@ COMPONENTS = (
     Component(
         "gate", "gate mixing memory and local attention", ("memory.combine", "memory.gate"),
         ((r"\bgat(?:e|es|ed|ing)\b", 3), (r"joint softmax|(?:single|one|shared) softmax", 3), (r"equal mix", 2),
-         (r"local[- ]attention[- ]only|memory(?:[- ]attention)?[- ]only", 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
+         (r"local[- ]attention[- ]only|" + MEMORY_ONLY, 2), (r"\bmix(?:es|ing|ed|ture)?\b", 1),
          (r"\bfuses?\b|\bfusion\b|\bfusing\b", 1), (r"\bcombin(?:ation|es|ing|ed)\b", 1), (r"interpolat\w*", 1),
          (r"\bsoftmax\b", 1)),
-        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?:[- ]attention)?[- ]only|"
-        r"memory(?:[- ]attention)?[- ]only",
+        r"\bgat(?:e|ing)\b|softmax|sigmoid|equal mix|\bfixed\b|local(?:[- ]attention)?[- ]only|" + MEMORY_ONLY,
         gate_parse, "fixed_gate=X (X in [0, 1]), sigmoid(x), 'joint softmax', 'learned gate'",
         open_choice("REMOVE of the learned gate leaves open what mixes memory and local attention instead: say a "
                     "fixed gate value in [0, 1] (memory.combine = \"fixed\", memory.gate = X) or one joint softmax "
@@ -92,6 +92,8 @@ COMPONENTS = (
          (r"(?:retrieval|search|knn|faiss|ann) index", 3), (r"\bapproximat\w*|\bapprox\b", 2), (r"\bexact\b", 2),
          (r"brute[- ]?force", 2), (r"exhaustive\w*", 2), (r"\bbucketed\b" + NOT_A_BIAS, 2),
          (r"\bivf\b|inverted[- ]?file", 2),
+         (r"\bbuckets? per (?:\w+ )?(?:neighbou?rs?|quer(?:y|ies)|keys?)\b|\bnumber of buckets\b|\bbucket (?:count|"
+          r"number)s?\b", 3),
          (r"\bfaiss\b", 1), (r"\bsearch\w*", 1), (r"\blookup\b", 1)),
         r"\bexact|brute|exhaustive|\bapprox|bucket\w*" + NOT_A_BIAS + r"|\bivf\b|inverted|\bfaiss\b|\blists\b|"
         r"\bprobes?\b|\bflat\b",
@@ -120,7 +122,10 @@ COMPONENTS = (
          (r"\b(?:halv|doubl|quarter|shrink|grow|enlarg|quadrupl)\w* (?:the )?(?:size of the )?(?:knn |external )?"
           r"memory\b", 3),
          (r"\bentries\b", 1), (r"\bcache\b", 1)),
-        r"\bentr(?:y|ies)\b|\bslots?\b|\|m\|", count("memory.size", "memory size", r"entr|token|slot|key|memor|pair"),
+        # '8k-token memory', 'a memory of 16K tokens': the memory stores one entry per token (not the XL memory)
+        r"\bentr(?:y|ies)\b|\bslots?\b|\|m\||\d\s*[km]?[- ]?tokens?[- ](?:(?:knn|external)[- ])?memory\b|"
+        r"(?<!xl )(?<!xl-)(?<!cache )(?<!recurrent )\bmemory (?:of|with|holding) \d[\d,.]*\s*[km]?\s*tokens\b",
+        count("memory.size", "memory size", r"entr|token|slot|key|memor|pair"),
         "a number of entries, e.g. 8192, 16K, 2^14, or halved / doubled",
         open_choice("the memory size cannot be removed: REPLACE it with a number of entries, or REMOVE the kNN "
                     "memory"),
@@ -134,22 +139,24 @@ COMPONENTS = (
          (r"(?:nearest[- ])?neighbou?r count", 3), (r"how many (?:nearest )?" + NB, 3), (r"\bk nearest", 2),
          (NB + r" (?:retrieved|returned)", 3), (r"(?:fewer|more) " + NB, 3), (r"\bneighbou?rs?\b", 1),
          (r"(?:fewer|more) retrieved (?:memories|keys|items)|retrieved (?:memories|keys) per query", 3)),
-        r"\bk\s*(?:=|:|∈|\d)|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d", count("memory.top_k", "top-k",
-                                                                            r"neighbou?r|nearest|retriev|key"),
+        r"\bk\s*(?:=|:|∈|\d)|\bk\s+in\s*[{\[]|\btop[- _]?k\b|\bneighbou?rs?\b|\btop[- ]\d",
+        count("memory.top_k", "top-k", r"neighbou?r|nearest|retriev|key"),
         "a number of neighbours, e.g. 16",
         open_choice("the number of retrieved neighbours cannot be removed: REPLACE it with a number, or REMOVE the "
                     "kNN memory"),
         open_choice("ADD to the number of neighbours does not say how many: REPLACE it with a number"),
         units=r"(?:nearest )?neighbou?rs?|retrieved (?:keys|memories)", keywords=r"(?:\bk|top[- _]?k|neighbou?rs?)"
-        r"\s*(?:of|=|to|:|∈)?\s*$", numeric=True),
+        r"\s*(?:of|=|to|:|∈|in)?\s*$", numeric=True),
     Component(
         "memory_layers", "placement of the memory layer", ("memory.layers",),
         ((r"(?<!non-)memory layers\b", 3), (r"\b(?:which|what) layers?", 3), (r"(?:layer )?placement", 3),
          (r"position of (?:the )?(?:single )?(?:knn )?memory layer", 3),
          (r"memory layer (?:position|placement|location|index)", 3),
          (r"(?:number of|more|extra|additional|second|two|three|several|multiple) (?:knn )?memory layers?", 3),
-         (r"(?<!xl )(?<!xl-)(?<!recurrent )(?<!cache )memory (?:in|at|to|into|from|out of) (?:the |every |each |all |"
-          r"an? )?(?:\w+ )?layers?", 3),
+         (r"(?<!xl )(?<!xl-)(?<!recurrent )(?<!cache )memory (?:only |just |solely )?(?:in|at|to|into|from|out of) "
+          r"(?:the |every |each |all |an? )?(?:\w+ )?layers?", 3),
+         (r"\b(?:last|final|first|early|earlier|late|later|lower|upper|top|bottom|middle)[- ]layers? (?:knn )?memory\b",
+          3),
          (r"\b(?:put|place|insert)\w*\b[^.;]{0,30}\blayers? \d", 3),
          (r"\b(?:move|moves|moved|moving) (?:the )?(?:\(?single\)? )?(?:knn )?memory", 3),
          (r"(?P<skip>\b(?:in|of|at|inside|within|on|for|from|by)\s+(?:the\s+|a\s+|each\s+|every\s+|its\s+)?"
@@ -233,7 +240,7 @@ COMPONENTS = (
          (r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )", 1), (r"\biterations\b", 1)),
         r"(?<!warm-up )(?<!warmup )(?<!warm up )\bsteps\b(?! (?:of|in) )|\bstep count\b|\biterations\b",
         count("train.steps", "number of training steps", r"(?:training |train |optimi[sz]er |gradient )?(?:steps?|"
-                                                         r"iterations?|updates)"),
+                                                         r"iterations?|updates)", thousands=True),
         "a number of training steps, e.g. 200000, or a multiple of the baseline's (halved)",
         open_choice("the training steps cannot be removed: REPLACE them with a number of steps"),
         open_choice("ADD to the training steps does not say how many: REPLACE them with a number of steps"),
@@ -243,7 +250,7 @@ COMPONENTS = (
         "warmup", "learning-rate warm-up (steps)", ("train.warmup",),
         ((r"\bwarm[- ]?up\b", 3),),
         r"\bwarm[- ]?up\b", count("train.warmup", "warm-up length", r"(?:warm[- ]?up )?steps?", zero=True,
-                                              off_means_zero=True),
+                                              off_means_zero=True, thousands=True),
         "a number of warm-up steps, e.g. 2000 (0 = none)",
         fixed({"train.warmup": 0}),
         open_choice("ADD of a warm-up does not say how long: give a number of warm-up steps"),

@@ -279,6 +279,8 @@ def run_study(args: StudyOptions) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds} is invalid: give at least 1 (3 or more for confidence intervals).")
     understood = understand(args.plan, args.preset, args.corpus, args.sets, args.init_from)
+    for warning in understood.plan.warnings:
+        print(f"memorizing ablate: warning: {warning}", file=sys.stderr)
     shard_i, shard_n = parse_shard(args.shard)
     options = {"start": args.start, "finetune_steps": args.finetune_steps, "init_from": args.init_from,
                "with_controls": args.controls}

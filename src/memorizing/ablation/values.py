@@ -85,23 +85,30 @@ KEPT = re.compile(
     r"(?:with it|accordingly|along)\b|\bstays?\b|\bremains?\b|\bas in the baseline\b|\bas before\b|\bincluding\b|"
     r"\bwould have liked\b|\bunlike\b|\bnot (?:available|supported)\b|\bunsupported\b|\bleav(?:e|es|ing)\b|"
     r"\bbecomes?\b|\bturns? into\b|\breduces? to\b|\bdegenerates? (?:in)?to\b|\bis (?:then )?equivalent to\b|"
-    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b|"
+    r"^\s*(?:i\.?\s?e\.?|that is|in other words|namely)\b(?![^()]*\d)|"  # a number it states is a value
     r"\+[^,;]*\bonly\s*$|\b(?:plain|vanilla|standard|ordinary) transformer(?:-xl)?\b|"
     r"\ball (?:else|other(?: settings| components)?) (?:equal|the same|unchanged|fixed|as in the baseline)\b")
 # The reset switch is described by what the memory keeps: those clauses are the ablation itself.
 KEPT_EXCEPT = re.compile(r"\bacross (?:\w+ )?(?:documents?|docs?|document boundar\w+)|\bbetween documents\b|"
                          r"\bprevious documents\b|\bearlier documents\b|"
                          r"\b(?:keep|keeps|keeping|retain\w*)\s+(?:only|just|"
-                         r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)")
+                         r"at most|the (?:last|top|first|most recent|newest|\d+)|\d)"
+                         r"(?![\d,.]*\s*(?:attention\s+)?(?:heads?|dims?|dimensions?)\b)")  # 'keeping 8 heads': kept
 BASELINE_SENTENCE = re.compile(
     r"\b(?:the )?baseline(?:'s)? (?:uses|has|retrieves|keeps|is|clears|searches|stores|puts|mixes|places)\b|"
     r"^\s*(?:currently|normally|by default|today|at present|at the moment|right now|in the paper|as in the paper|"
     r"the paper uses|the paper has|usually|in the baseline)\b|"
-    r"\bthe paper (?:uses|has|retrieves|places|puts)\b|\bis a fifo\b|\bdefault is\b")
+    r"\bthe paper (?:uses|has|retrieves|places|puts)\b|\bis a fifo\b|\bdefault is\b|"
+    # "The paper's 65K entries per head is expensive": a remark on the baseline's setting, not a change of it
+    r"^\s*(?:the |our |its )?(?:paper|baseline|current|default)'s? (?:[^,;]*? )?(?:is|are|was|were)\b"
+    r"(?! (?:\w+ed|cut|set|shrunk|grown|made|now|to be|replaced|swapped)\b)")
 REFERENCE = re.compile(
     r"\b(?:instead of|rather than|in place of|replacing|compar\w* (?:to|with|against)|against|as opposed to|"
     r"unlike|(?:down|up) from)\b[^,;()]*|"
     r"\b(?:from|out of)\s+(?:the\s+)?layer\s+\d+\b|"
+    # 'on top of the existing memory in layer 9': what is added to, the baseline's own
+    r"\b(?:on top of|in addition to|besides|alongside|as well as|next to)\s+(?:the\s+|its\s+)?(?:existing|current|"
+    r"baseline'?s?|original|paper'?s?|default|usual)\b[^,;()]*|"
     r"\b(?:vs\.?|versus)\s+(?=(?:the\s+)?(?:baseline|paper|current|default|original)\b|"
     r"[^,;()]*\b(?:in|of|from|for) the "
     r"(?:baseline|paper)\b)[^,;()]*|"
@@ -144,7 +151,7 @@ def blank_kept(text: str) -> str:
 
 
 
-ABBREVIATION = r"(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\bcf)(?<!\bresp)(?<!\bincl)"
+ABBREVIATION = r"(?i:(?<!\bapprox)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\betc)(?<!\bcf)(?<!\bresp)(?<!\bincl))"
 
 
 def sentences(text: str) -> list[str]:
@@ -178,7 +185,7 @@ PARAMETER_ONLY = re.compile(r"^\s*(?:(?:with\s+|and\s+|probing\s+)?(?:\d[\d,.]*\
                             r"probes? per query|per query)(?:\s+(?:probed|searched|visited|scanned))?)|m\s*=\s*\d+|"
                             r"ef\w*\s*=\s*\d+|nprobe\s*=\s*\d+|"
                             r"nlists?\s*=\s*\d+)\s*(?:per query)?\s*$", re.I)
-EXPLANATION = re.compile(r"^\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
+EXPLANATION = re.compile(r"^\s*\(?\s*(?:i\.?e\.?|e\.?g\.?|that is|namely|which|meaning|so|i\.e)\b", re.I)
 SET = re.compile(r"(?P<prefix>[^{}\[\]]*?)(?:∈|\bin\b|=|:)?\s*[{\[](?P<items>[^{}\[\]]+)[}\]](?P<suffix>[^{}\[\]]*)")
 
 
@@ -211,6 +218,10 @@ def split_values(text: str) -> list[Item]:
         return []
     if len(arrow) > 1 and re.fullmatch(r"\[[^\[\]]*\]", text):
         return [Item(text)]  # '[9] → [6, 9]': one new list
+    text = new_side(text)
+    probes = _expand_probes(text)
+    if probes is not None:
+        return [Item(t) for t in probes]
     expanded = _expand_set(text)
     if expanded is not None:
         return [item for piece in expanded for item in split_values(piece)] if len(expanded) > 1 else \
@@ -257,6 +268,61 @@ def is_baseline_value(text: str) -> bool:
     """Whether a value is only a reference to the baseline's own setting ('as in the paper', "the paper's value",
     'paper default')."""
     return bool(BASELINE_VALUE.fullmatch(words(text)))
+
+
+# 'swap the bucketed search for an IVF index', 'replace the learned gate with a fixed gate of 0.5': the value is
+# what comes in, not what goes out ('substitute X for Y' is left alone: its order is the other way round)
+SWAP = re.compile(r"^\s*(?:(?:swap|exchange)\w*\s+(?:out\s+)?(?P<old>.+?)\s+(?:for|with)|replac\w*\s+(?P<old2>.+?)"
+                  r"\s+(?:with|by))\s+(?P<new>\S.*)$", re.I)
+
+
+def new_side(text: str) -> str:
+    """A value written as a swap ('swap X for Y', 'replace X with Y'): Y, what the variant runs."""
+    m = SWAP.match(text)
+    return m["new"].strip() if m else text
+
+
+# An IVF index with one number of lists and several numbers of probed lists, in one statement: 'an inverted-file
+# index of 4096 lists, probing either 8 or 32 lists per query', 'IVF with 1024 lists; probe 16 lists in one run and
+# 64 in another'. Each probe count is a variant with the same lists.
+IVF_NAME = re.compile(r"\bivf\b|inverted[- ]?file|inverted lists?|\bfaiss\b", re.I)
+PROBE_WORD = re.compile(r"\bn?prob(?:e|es|ed|ing)\b", re.I)
+LISTS = re.compile(r"(?<![\w.])(?P<n>\d[\d,]*\s*[kK]?)\s*(?:inverted )?(?:lists?|clusters?|centroids?|cells?)\b", re.I)
+# the words a list of probe counts may hold besides its numbers: 'probing either 8 or 32 lists per query', 'probe
+# 16 lists in one run and 64 in another'
+PROBE_LIST_WORDS = re.compile(r"\b(?:n?prob(?:e|es|ed|ing)|either|or|and|vs|lists?|clusters?|cells?|per|query|queries|"
+                              r"search|in|one|another|a|second|separate|other|run|runs|each|the|of|which|are|is|"
+                              r"searched|visited|scanned|respectively|with|then)\b", re.I)
+
+
+def _expand_probes(text: str) -> list[str] | None:
+    """One value per probe count of an IVF setting that gives one number of lists and several probe counts, or
+    None where the text is not such a setting (every other number of it must be a probe count)."""
+    t = normalise(text)
+    if not IVF_NAME.search(t) or not PROBE_WORD.search(t):
+        return None
+    probe_at = PROBE_WORD.search(t).start()
+    index_lists = [m for m in LISTS.finditer(t) if not _is_probed(t, m, probe_at)]
+    if len({numbers(m["n"])[0].value for m in index_lists if numbers(m["n"])}) != 1:
+        return None
+    lists = numbers(index_lists[0]["n"])[0]
+    rest = t[:index_lists[0].start()] + " " * (index_lists[0].end() - index_lists[0].start()) + \
+        t[index_lists[0].end():]
+    probes = numbers(re.sub(r"\([^()]*\)", " ", rest))
+    if len(probes) < 2 or any(p.integer is None or p.integer < 1 for p in probes):
+        return None
+    region = re.sub(r"\([^()]*\)", " ", rest)[min(probe_at, probes[0].start):]
+    if PROBE_LIST_WORDS.sub(" ", NUMBER.sub(" ", region)).strip(" ,;:.-—–/{}[]∈="):
+        return None  # another word among the probe counts: not only a list of them
+    return [f"ivf with {lists.integer} lists, {p.integer} probes" for p in probes]
+
+
+def _is_probed(text: str, m: re.Match, probe_at: int) -> bool:
+    """'probe 16 lists', '16 lists probed per query': lists that are searched, not the index's lists."""
+    before = text[:m.start()]
+    return bool(re.search(r"\bn?prob(?:e|es|ed|ing)\s+(?:either\s+|only\s+)?$", before, re.I) or
+                re.match(r"\s*(?:probed|searched|visited|scanned|per query|per search)\b", text[m.end():], re.I) or
+                (m.start() > probe_at and re.search(r"\bn?prob(?:e|es|ed|ing)\b[^,;]*$", before, re.I)))
 
 
 def _expand_set(text: str) -> list[str] | None:
@@ -398,9 +464,11 @@ def _share_units(pieces: list[str]) -> list[str]:
     bare = [bool(re.fullmatch(r"[\d.,]+(?:[eE][-+]?\d+)?\s*(?:\^\s*\d+)?[kKmM]?(?:\s*\([^)]*\))?", p))
             for p in pieces]
     last = UNIT.match(re.sub(r"\s*\([^)]*\)\s*$", "", pieces[-1]))
-    if last and all(bare[:-1]):
+    # 'memories of 2^13', '2^15', '2^17 entries per head': the first may have its words before the number
+    led = bool(PREFIX.match(pieces[0]) and last and not re.search(r"\d", last["unit"])) and len(pieces) > 2
+    if last and all(bare[1:-1]) and (bare[0] or led):
         unit = last["unit"]
-        pieces = [f"{p} {unit}" if b else p for p, b in zip(pieces, bare)]
+        pieces = [f"{p} {unit}" if b or (i == 0 and led) else p for i, (p, b) in enumerate(zip(pieces, bare))]
     first = PREFIX.match(pieces[0])
     if first and all(bare[1:]) and re.search(r"[=:]\s*$|\b(?:k|top-?k|layer|gate|fixed)\s*$", first["prefix"], re.I):
         prefix = first["prefix"]
