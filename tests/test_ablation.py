@@ -242,3 +242,13 @@ def test_a_diverging_variant_is_recorded_as_failed_and_the_study_carries_on(tmp_
     assert len(baseline["ppl"]) == 2 and huge["ppl"] == []
     assert len(huge["failed_seeds"]) == 2 and "non-finite" in huge["failed_seeds"][0]["error"]
     assert "(no finished run)" in (tmp_path / "study" / "report.md").read_text()
+
+
+def test_a_single_seed_is_never_shown_with_an_interval():
+    """With one seed there is no spread to estimate: the report gives the value and says so, never '[x, x]',
+    which would read as certainty."""
+    from memorizing.ablation.report import _delta
+    from memorizing.ablation.statistics import paired
+    one, two = _delta(paired([6.0], [5.5])), _delta(paired([6.0, 6.2], [5.5, 5.6]))
+    assert one == "0.500 (1 seed)" and "[" not in one
+    assert two.startswith("0.550 [") and "p " in two

@@ -181,13 +181,16 @@ def _memory_effect(report: dict) -> dict | None:
 
 
 # ---- report.md -----------------------------------------------------------------------------------------------
-def _fmt_ci(mean, ci, digits: int = 3) -> str:
+def _fmt_ci(mean, ci, digits: int = 3, n: int = 2) -> str:
+    """'mean [low, high]' over n seeds; with one seed there is no interval to give."""
+    if n < 2:
+        return f"{mean:.{digits}f} (1 seed)"
     return f"{mean:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def _fmt_paired(d: dict) -> str:
     """A paired difference (statistics.paired) as 'mean [low, high]'."""
-    return _fmt_ci(d["mean"], d["ci95"])
+    return _fmt_ci(d["mean"], d["ci95"], n=d["pairs"])
 
 
 def _delta(d: dict | None) -> str:
@@ -257,9 +260,11 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
                   f"{v['search_recall_at_k']:.3f}" if v.get("search_recall_at_k") is not None else "—")
         shared = f" (= {v['same_config_as']})" if v["same_config_as"] else ""
         time_ = f"{v['valid_ppl_equal_time']:.3f}" if v.get("valid_ppl_equal_time") is not None else "—"
-        bits = (_fmt_ci(v["bits_per_byte_mean"], v["bits_per_byte_ci95"], 4) if "bits_per_byte_mean" in v
+        seeds = len(v["ppl"])
+        bits = (_fmt_ci(v["bits_per_byte_mean"], v["bits_per_byte_ci95"], 4, seeds) if "bits_per_byte_mean" in v
                 else "—")
-        return (f"| {v['name']}{shared} | {_changes(v)} | {_fmt_ci(v['ppl_mean'], v['ppl_ci95'])} | {bits} | "
+        ppl = _fmt_ci(v["ppl_mean"], v["ppl_ci95"], n=seeds)
+        return (f"| {v['name']}{shared} | {_changes(v)} | {ppl} | {bits} | "
                 f"{_delta(v.get('delta_vs_baseline'))} | {time_} | {recall} | {v['tokens_per_s']:,.0f} |")
 
     for title in study["ablations"]:
@@ -290,7 +295,8 @@ def _conclusions(report: dict) -> list[str]:
         lines.append(f"- **{v['name']}** ({v['ablation']}): perplexity {abs(d['mean']):.3f} {direction} than the "
                      f"baseline, resolved at 95% after the Holm adjustment (p {d['p_holm']:.3g}).")
     if unresolved:
-        lines.append(f"- Not resolved at this size ({len(report['seeds'])} seeds): "
+        count = len(report["seeds"])
+        lines.append(f"- Not resolved at this size ({count} seed{'s' if count != 1 else ''}): "
                      + "; ".join(f"{v['name']} ({_fmt_paired(v['delta_vs_baseline'])})"
                                  for v in unresolved)
                      + ". Their intervals bound the effect; they do not show it is zero.")
