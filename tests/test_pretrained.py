@@ -61,7 +61,8 @@ def retrofit(family: str, **sets):
     with torch.no_grad():  # a learned gate away from its start, different per head
         for branch in model.branches.values():
             if branch.memory.combine == "gate":
-                branch.memory.gate_bias.copy_(torch.linspace(-1, 1, branch.memory.gate_bias.numel()))
+                gates = torch.linspace(-1, 1, branch.memory.gate_logit.numel())  # logits
+                branch.memory.gate_logit.copy_(gates / branch.memory.gate_scale)
     return model, original
 
 
@@ -229,7 +230,7 @@ def test_gradients_reach_the_gate_and_the_queries_but_not_the_memory():
         model.zero_grad()
         logits.logsumexp(-1).mean().backward()
     branch = model.branches[model.memory_layers[0]]
-    assert branch.memory.gate_bias.grad.abs().sum() > 0 and branch.log_scale.grad.abs().sum() > 0
+    assert branch.memory.gate_logit.grad.abs().sum() > 0 and branch.log_scale.grad.abs().sum() > 0
     assert model.attention(model.memory_layers[0]).q_proj.weight.grad.abs().sum() > 0
     assert not state.memories()[0].keys.requires_grad
 
@@ -256,7 +257,7 @@ def test_train_and_eval_from_a_pretrained_folder_on_the_command_line(family, cor
     after = load_model(run).state_dict()
     changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
     prefix = load_model(run).attention_prefix(1)
-    assert any("memorizing.memory.gate_bias" in k for k in changed) and all(k.startswith(prefix) for k in changed)
+    assert any("memorizing.memory.gate_logit" in k for k in changed) and all(k.startswith(prefix) for k in changed)
     assert main(["eval", str(run), "--quiet"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert result["bits_per_byte"] > 0 and result["ppl"] > 1

@@ -179,7 +179,7 @@ def test_warm_start_adds_memory_to_a_trained_run_and_freezes_the_trunk(corpus, t
     before, after = load_file(str(tmp_path / "plain" / "model.safetensors")), \
         load_file(str(tmp_path / "gated" / "model.safetensors"))
     changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
-    assert "blocks.1.attn.memory.gate_bias" in changed and "blocks.1.attn.qkv.weight" in changed
+    assert "blocks.1.attn.memory.gate_logit" in changed and "blocks.1.attn.qkv.weight" in changed
     assert all(k.startswith("blocks.1.attn.") for k in changed), changed
     assert 0.05 < load_model(tmp_path / "gated").gates()[2][0] < 0.2
     # What shapes a weight must match, and the message says what differs.

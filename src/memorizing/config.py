@@ -47,8 +47,9 @@ class ModelConfig:
     qk_norm: bool = True
     bias_buckets: int = 32  # T5 relative position buckets for local attention
     bias_max_distance: int = 128  # distance at which the last T5 bucket starts
-    # Position-bias tables (local and memory) are stored in units of 1 / bias_scale, so that under Adam they learn
-    # bias_scale times faster than the weights (position.py); 1 = plain units.
+    # Position-bias tables (local and memory) and the learned memory gate's logit are stored in units of
+    # 1 / bias_scale, so that under Adam they learn bias_scale times faster than the weights (position.py,
+    # memory_attention.py); 1 = plain units.
     bias_scale: float = 64.0
     # Smeared keys (Olsson et al. 2022, "In-context learning and induction heads"): each key is mixed, with a
     # learned per-head weight, with the key of the token before it. A lookup by content ("what followed this name

@@ -29,7 +29,12 @@ class MemoryAttention(nn.Module):
         self.searched = config.memory_searched()  # False with the gate fixed at 0: memory would weigh nothing
         self.top_k, self.backend = mem.top_k, mem.search
         if self.combine == "gate":  # b_g per head, g = sigmoid(b_g) starting at memory.gate_init
-            self.gate_bias = nn.Parameter(torch.full((heads,), math.log(mem.gate_init / (1 - mem.gate_init))))
+            # b_g is stored in units of 1 / model.bias_scale, as the position biases are: a gate must move by
+            # several units of logit to open or close, and Adam moves a parameter by about the learning rate per
+            # step (README, "What it takes for memory to retrieve")
+            self.gate_scale = config.model.bias_scale
+            start = math.log(mem.gate_init / (1 - mem.gate_init)) / self.gate_scale
+            self.gate_logit = nn.Parameter(torch.full((heads,), start))  # [H], b_g / gate_scale
         # With `record` set (by evaluation), retrieve() keeps the last segment's (key positions, weights) of the
         # retrieved memories, each [B, H, L, k], in `retrieved`.
         self.record, self.retrieved = False, None
@@ -38,10 +43,14 @@ class MemoryAttention(nn.Module):
             self.position_bias = MemoryPositionBias(mem.position_bias, heads, mem.bias_buckets, mem.size,
                                                     config.model.bias_scale)
 
+    def gate(self) -> torch.Tensor:
+        """[H] the learned gate g = sigmoid(b_g) (combine = "gate")."""
+        return torch.sigmoid(self.gate_logit * self.gate_scale)
+
     def reported_gate(self) -> torch.Tensor:
         """[H] the weight of memory in each head's output, for logs (NaN for `joint`, where it depends on the data)."""
         if self.combine == "gate":
-            return torch.sigmoid(self.gate_bias.detach()).cpu()
+            return self.gate().detach().cpu()
         return torch.full((self.heads,), self.fixed_gate if self.combine == "fixed" else float("nan"))
 
     def retrieve(self, queries: torch.Tensor, memory: KNNMemory, query_pos: torch.Tensor):
@@ -87,7 +96,7 @@ class MemoryAttention(nn.Module):
         if self.combine == "joint":
             g = torch.sigmoid(mem_lse - local_lse)[..., None]  # [B, H, L, 1]; 0 when memory is empty
         elif self.combine == "gate":
-            g = torch.sigmoid(self.gate_bias)[None, :, None, None]  # [1, H, 1, 1]
+            g = self.gate()[None, :, None, None]  # [1, H, 1, 1]
         else:
             g = self.fixed_gate
         return g * mem_out + (1 - g) * local_out
