@@ -47,9 +47,8 @@ class ModelConfig:
     qk_norm: bool = True
     bias_buckets: int = 32  # T5 relative position buckets for local attention
     bias_max_distance: int = 128  # distance at which the last T5 bucket starts
-    # Position-bias tables (local and memory) and the learned memory gate's logit are stored in units of
-    # 1 / bias_scale, so that under Adam they learn bias_scale times faster than the weights (position.py,
-    # memory_attention.py); 1 = plain units.
+    # Position-bias tables (local and memory) are stored in units of 1 / bias_scale, so that under Adam they learn
+    # bias_scale times faster than the weights (position.py); 1 = plain units.
     bias_scale: float = 64.0
     # Smeared keys (Olsson et al. 2022, "In-context learning and induction heads"): each key is mixed, with a
     # learned per-head weight, with the key of the token before it. A lookup by content ("what followed this name
@@ -70,6 +69,10 @@ class MemoryConfig:
     combine: str = "gate"  # gate | fixed | joint
     gate: float | None = None  # the fixed gate value for combine = "fixed" (0 = local only, 1 = memory only)
     gate_init: float = 0.5  # where the learned gate starts (the paper: sigmoid(0) = 0.5); in (0, 1)
+    # The learned gate's logit is stored in units of 1 / gate_scale, so that under Adam it moves about
+    # gate_scale x lr per step: with 8 and lr 5e-3 it can cross its range (a few units) within a few hundred
+    # steps, as a 300-step fine-tune needs, but not within the first tens, while memory is still noise.
+    gate_scale: float = 8.0
     qk_norm: bool = True  # L2-normalised queries and keys with a learned per-head scale
     # exact | bucketed (TPU-style approximate top-k, as in the paper) | ivf (inverted-file index, CPUs, faiss)
     search: str = "bucketed"
@@ -215,6 +218,9 @@ class Config:
                               f"segment, so it can be at most data.segment = {d.segment}.")
         _choice("train.precision", t.precision, ("fp32", "bf16"))
         _choice("train.freeze", t.freeze, ("none", "trunk"))
+        if not mem.gate_scale > 0:
+            raise ConfigError(f"memory.gate_scale = {mem.gate_scale!r} is invalid: it must be a number > 0 (1 = plain "
+                              f"units).")
         if not 0.0 < mem.gate_init < 1.0:
             raise ConfigError(f"memory.gate_init = {mem.gate_init!r} is invalid: the learned gate starts at a value "
                               f"strictly between 0 and 1 (a fixed gate is memory.combine = 'fixed').")

@@ -29,10 +29,10 @@ class MemoryAttention(nn.Module):
         self.searched = config.memory_searched()  # False with the gate fixed at 0: memory would weigh nothing
         self.top_k, self.backend = mem.top_k, mem.search
         if self.combine == "gate":  # b_g per head, g = sigmoid(b_g) starting at memory.gate_init
-            # b_g is stored in units of 1 / model.bias_scale, as the position biases are: a gate must move by
-            # several units of logit to open or close, and Adam moves a parameter by about the learning rate per
-            # step (README, "What it takes for memory to retrieve")
-            self.gate_scale = config.model.bias_scale
+            # b_g is stored in units of 1 / memory.gate_scale: a gate must move by several units of logit to open
+            # or close, and Adam moves a parameter by about the learning rate per step (README, "What it takes for
+            # memory to retrieve")
+            self.gate_scale = mem.gate_scale
             start = math.log(mem.gate_init / (1 - mem.gate_init)) / self.gate_scale
             self.gate_logit = nn.Parameter(torch.full((heads,), start))  # [H], b_g / gate_scale
         # With `record` set (by evaluation), retrieve() keeps the last segment's (key positions, weights) of the
