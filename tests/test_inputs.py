@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from memorizing import Config, ConfigError
@@ -30,6 +30,7 @@ PLAN_WORDS = st.sampled_from(["###", "- **Action**: REMOVE", "REPLACE", "ADD", "
 
 @FAST
 @given(st.one_of(st.text(max_size=400), st.lists(PLAN_WORDS, max_size=40).map(" ".join)))
+@example("- ACTION:0:K0 VALUE:LAYER:0")  # an invalid layer among values that name several components
 def test_random_text_is_a_plan_or_a_plan_error(text):
     try:
         sections = parse_markdown(text)

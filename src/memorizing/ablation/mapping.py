@@ -209,14 +209,21 @@ def _without_restated(items: list[Item], ctx: Context) -> tuple[list[Item], list
         return items, []
     kept, restated = [], []
     for item, name in zip(items, named):
-        if name:
-            parsed = BY_NAME[name].parse(item, ctx)
-            if parsed.changes is not None and not differences(ctx.baseline, apply_changes(ctx.baseline,
-                                                                                          parsed.changes)):
-                restated.append(item)
-                continue
+        if name and _restates(BY_NAME[name].parse(item, ctx).changes, ctx.baseline):
+            restated.append(item)
+            continue
         kept.append(item)
     return kept, restated
+
+
+def _restates(changes: dict | None, baseline: Config) -> bool:
+    """Whether parsed changes are the baseline's own setting (an invalid value is not: it is refused later)."""
+    if changes is None:
+        return False
+    try:
+        return not differences(baseline, apply_changes(baseline, changes))
+    except MappingError:
+        return False
 
 
 def _remove_both(r: Resolution, both: list[Component], baseline: Config) -> Resolution:
