@@ -4,7 +4,7 @@ without memory, as a two-variant study (the two runs train side by side, one per
 The recalled spans are the 4 value digits of a one-letter name last mentioned 192+ bytes earlier, beyond the
 segment (64) and the XL cache (64); guessing among the ten digits costs 2.30 nats. With smeared keys and the
 memory in the first layer, the query at a name finds the stored key of the digit that followed it: measured at
-900 steps, 1.61 nats per recalled digit with memory (the binding among the retrieved entries for 87% of the
+900 steps, 1.62 nats per recalled digit with memory (the binding among the retrieved entries for 86% of the
 spans) against 2.40 without. The first digit is what a one-token lookup answers; the other three need more
 context than the first layer's keys hold (README, "What it takes for memory to retrieve").
 """
