@@ -34,7 +34,7 @@ SCHEDULE_NEAREST = ("the schedule is fixed (linear warm-up, then cosine decay to
 MISSING = (
     Missing("a position bias of the local attention (local attention always uses the T5 relative bias; it cannot "
             "be removed or replaced)",
-            _p(r"\b(?:position\w*|rotary|rope|alibi|t5|relative|sinusoid\w*)\b[^.;]{0,50}\bof (?:the )?local "
+            _p(r"\b(?:position\w*|rotary|rope|alibi|t5|relative|sinusoid\w*)\b[^.;]{0,50}\b(?:of|from) (?:the )?local "
                r"(?:dense )?attention\b|\blocal (?:dense )?attention\b[^.;]{0,30}\b(?:position\w*|rotary|rope|alibi)"
                r"|\b(?:rotary|rope|alibi|sinusoid\w*|position\w*)\b[^.;]{0,30}\bfor (?:the )?local (?:dense )?"
                r"attention\b|^(?!.*(?:memor|retriev|stored|knn))(?=.*\b(?:remov\w*|drop\w*|disabl\w*|without|replac\w*|"
@@ -115,6 +115,12 @@ MISSING = (
             _p(r"\btokeni[sz](?:er|ers|ation)\b|\bvocab(?:ular(?:y|ies))?\b|\bbpe\b|\bbyte[- ]pair\b|"
                r"\bsentencepiece\b|\bwordpiece\b|\bunigram (?:model|lm|tokeni[sz]\w*)"),
             "none: the model reads bytes (model.vocab_size = 256); there is no tokenizer to change",
+            reason="unknown"),
+    Missing("the training corpus",
+            _p(r"\b(?:training|pre-?training) (?:corpus|data ?set)\b|\b(?:different|another|other) (?:training )?"
+               r"(?:corpus|data ?set)\b|\b(?:pre-?)?train(?:ed|ing)? on\b[^.;]{0,30}\b(?:c4|pg-?19|wikitext[\w-]*|"
+               r"arxiv|the pile|books3?|openwebtext|wikipedia)\b[^.;]{0,30}\binstead\b"),
+            "none: the corpus is not part of the model; run the study on another corpus with --corpus",
             reason="unknown"),
     Missing("the activation function",
             _p(r"\bactivation functions?\b|\b(?:gelu|relu|swiglu|geglu|silu|swish)\b"),
