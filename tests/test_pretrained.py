@@ -15,14 +15,13 @@ from safetensors.torch import load_file
 
 transformers = pytest.importorskip("transformers", reason="the optional extra `hf` (transformers) is not installed")
 
+from interrupted import train_straight_and_resumed  # noqa: E402
 from models import tiny_config  # noqa: E402
 from memorizing import ConfigError, UserError, load_model, save_model  # noqa: E402
-from memorizing import train as train_module  # noqa: E402
 from memorizing.cli import main  # noqa: E402
 from memorizing.model import pretrained  # noqa: E402
 from memorizing.model.pretrained import PretrainedMemorizing  # noqa: E402
 from memorizing.run_config import build_config  # noqa: E402
-from memorizing.train import train  # noqa: E402
 
 LANES, SEGMENT = 3, 32
 
@@ -273,21 +272,7 @@ def test_resume_of_a_run_from_a_pretrained_folder_ends_with_identical_weights(fa
     source = source_folder(tmp_path, family)
     config = build_config(None, "tiny", corpus, ["train.steps=12", "train.checkpoint_every=4",
                                                  "train.eval_every=0", *sets], init_from=f"hf:{source}")
-    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
-
-    real_save, saves = train_module.save_checkpoint, []
-
-    def crash_on_second_save(*args, **kwargs):
-        if saves:
-            raise KeyboardInterrupt  # killed after step 8's compute, before its checkpoint
-        saves.append(1)
-        real_save(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_second_save)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "crashed", progress=False, log=lambda *_: None)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    train(config, tmp_path / "crashed", resume=True, progress=False, log=lambda *_: None)
+    train_straight_and_resumed(config, tmp_path, monkeypatch)  # killed after step 8's compute
 
     a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "crashed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -20,6 +20,8 @@ from memorizing.model.transformer import MemorizingTransformer, load_model
 from memorizing.model.warm_start import load_weights_from
 from memorizing.train import train
 
+from interrupted import train_straight_and_resumed
+
 
 def tiny(corpus, **sets):
     config = preset("tiny")
@@ -43,22 +45,7 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(corpus, tmp_path):
 
 def test_resume_after_a_crash_ends_with_identical_weights(corpus, tmp_path, monkeypatch):
     config = tiny(corpus, train__steps=24, train__checkpoint_every=8)
-    train(config, tmp_path / "straight", progress=False, log=lambda *_: None)
-
-    real_save, saves = train_module.save_checkpoint, []
-
-    def crash_on_second_save(*args, **kwargs):
-        if saves:
-            raise KeyboardInterrupt  # killed after step 16's compute, before its checkpoint
-        saves.append(1)
-        real_save(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_on_second_save)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "crashed", progress=False, log=lambda *_: None)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    train(config, tmp_path / "crashed", resume=True, progress=False, log=lambda *_: None)
-
+    train_straight_and_resumed(config, tmp_path, monkeypatch)  # killed after step 16's compute
     a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "crashed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
