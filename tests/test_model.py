@@ -27,11 +27,12 @@ def make_model(**sets):
     return model
 
 
-@pytest.mark.parametrize("combine, smear", [("gate", False), ("joint", False), ("gate", True)])
+@pytest.mark.parametrize("combine, keys", [("gate", {}), ("joint", {}), ("gate", {"model__key_smear": True}),
+                                           ("gate", {"model__qk_conv": 4})])
 @pytest.mark.parametrize("t", [5, 40, 75])  # inside the first segment, and in later ones
-def test_causality_within_segment_and_through_cache_and_memory(combine, smear, t):
+def test_causality_within_segment_and_through_cache_and_memory(combine, keys, t):
     # memory 256 entries, XL cache 32: positions >= 64 only see position t through the memory.
-    model = make_model(memory__combine=combine, model__key_smear=smear)
+    model = make_model(memory__combine=combine, **keys)
     tokens = torch.randint(0, 256, (LANES, 6 * SEGMENT))
     changed = tokens.clone()
     changed[:, t] = (changed[:, t] + 1) % 256
@@ -56,9 +57,9 @@ def test_far_positions_see_nothing_without_memory():
     assert torch.equal(a[:, 3 * SEGMENT:], b[:, 3 * SEGMENT:])
 
 
-@pytest.mark.parametrize("smear", [False, True])
-def test_lane_isolation(smear):
-    model = make_model(model__key_smear=smear)
+@pytest.mark.parametrize("keys", [{}, {"model__key_smear": True}, {"model__qk_conv": 4}])
+def test_lane_isolation(keys):
+    model = make_model(**keys)
     tokens = torch.randint(0, 256, (LANES, 5 * SEGMENT))
     changed = tokens.clone()
     changed[1] = torch.randint(0, 256, (5 * SEGMENT,))
@@ -70,9 +71,9 @@ def test_lane_isolation(smear):
     assert not torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("smear", [False, True])
-def test_reset_equals_fresh_state_and_touches_only_its_lane(smear):
-    model = make_model(memory__position_bias="t5-relative", model__key_smear=smear)
+@pytest.mark.parametrize("keys", [{}, {"model__key_smear": True}, {"model__qk_conv": 4}])
+def test_reset_equals_fresh_state_and_touches_only_its_lane(keys):
+    model = make_model(memory__position_bias="t5-relative", **keys)
     history = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     segment = torch.randint(0, 256, (LANES, SEGMENT))
     with torch.no_grad():
@@ -112,6 +113,30 @@ def test_smeared_keys_mix_in_the_previous_token_across_segment_boundaries():
         for s in range(0, tokens.shape[1], SEGMENT):
             _, state = unsmeared(tokens[:, s:s + SEGMENT], state)
     assert torch.allclose(stored[0], stored[1], atol=1e-5)
+    assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
+
+
+def test_convolved_keys_mix_in_the_previous_tokens_across_segment_boundaries():
+    """As the smear, for queries and keys over the last tokens (model.qk_conv): the first keys of a segment mix in
+    the last tokens of the segment before as keys in the middle do, also for segments shorter than the
+    convolution; and the mixing is there (keys of the token alone differ)."""
+    model = make_model(model__qk_conv=4, model__depth=1)
+    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
+    stored = []
+    with torch.no_grad():
+        for length in (SEGMENT, SEGMENT // 4, 2):
+            state = model.init_state(LANES)
+            for s in range(0, tokens.shape[1], length):
+                _, state = model(tokens[:, s:s + length], state)
+            stored.append(state.memories()[0].tensors()["keys"])
+        unconvolved = make_model(model__qk_conv=4, model__depth=1)
+        unconvolved.load_state_dict(model.state_dict())
+        for block in unconvolved.blocks:
+            block.attn.qk_conv.taps.zero_()[..., -1] = 1.0  # the token's own query and key only
+        state = unconvolved.init_state(LANES)
+        for s in range(0, tokens.shape[1], SEGMENT):
+            _, state = unconvolved(tokens[:, s:s + SEGMENT], state)
+    assert torch.allclose(stored[0], stored[1], atol=1e-5) and torch.allclose(stored[0], stored[2], atol=1e-5)
     assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
 
 

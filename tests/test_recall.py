@@ -2,11 +2,11 @@
 without memory, as a two-variant study (the two runs train side by side, one per core).
 
 The recalled spans are the 4 value digits of a one-letter name last mentioned 192+ bytes earlier, beyond the
-segment (64) and the XL cache (64); guessing among the ten digits costs 2.30 nats. With smeared keys and the
-memory in the first layer, the query at a name finds the stored key of the digit that followed it: measured at
-900 steps, 1.62 nats per recalled digit with memory (the binding among the retrieved entries for 86% of the
-spans) against 2.40 without. The first digit is what a one-token lookup answers; the other three need more
-context than the first layer's keys hold (README, "What it takes for memory to retrieve").
+segment (64) and the XL cache (64); guessing among the ten digits costs 2.30 nats. With queries and keys over the
+last 3 tokens (model.qk_conv = 3, started as n-gram induction) and the memory in the first layer, the query at a
+context finds the stored entry of the token that followed the same context: this study measured 0.21 nats per
+recalled digit with memory, all four digits right for 83% of the spans, the binding among the retrieved entries
+for 99%, against 2.33 nats without memory (README, "What it takes for memory to retrieve").
 """
 
 import json
@@ -24,7 +24,7 @@ set = { "memory.enabled" = false }
 SETTINGS = ["data.recall_documents=400", "data.recall_length=2048", "data.recall_distance=192",
             "data.recall_pairs=8", "data.recall_name_length=1", "data.recall_filler=2", "data.lanes=16",
             "data.segment=64", "data.eval_tokens=0", "model.dim=128", "model.depth=3", "model.heads=2",
-            "model.head_dim=64", "model.xl_cache=64", "model.key_smear=true", "memory.size=1024", "memory.top_k=16",
+            "model.head_dim=64", "model.xl_cache=64", "model.qk_conv=3", "memory.size=1024", "memory.top_k=16",
             "memory.layers=1", "memory.search=exact", "train.steps=900", "train.lr=3e-3", "train.warmup=50",
             "train.checkpoint_every=900", "train.seed=1"]
 
@@ -40,5 +40,6 @@ def test_memory_answers_what_lies_beyond_the_local_context(tmp_path):
     report = json.loads((tmp_path / "study" / "report.json").read_text())
     memory, none = report["variants"]
     assert none["recall_span_loss"] > 2.2, none  # nothing local can answer
-    assert memory["recall_span_loss"] < none["recall_span_loss"] - 0.4, (memory, none)
-    assert memory["recall_source_found"] > 0.5, memory  # and it is the binding that memory retrieved
+    assert memory["recall_span_loss"] < 1.0, (memory, none)  # memory returning nothing or noise: above 2.2
+    assert memory["recall_exact_match"] > 0.4, memory  # whole values, not only the first digit
+    assert memory["recall_source_found"] > 0.9, memory  # and it is the binding that memory retrieved

@@ -43,8 +43,9 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(corpus, tmp_path):
     assert summary["parameters"] == load_model(tmp_path).num_parameters()
 
 
-def test_resume_after_a_crash_ends_with_identical_weights(corpus, tmp_path, monkeypatch):
-    config = tiny(corpus, train__steps=24, train__checkpoint_every=8)
+@pytest.mark.parametrize("keys", [{}, {"model__qk_conv": 3}])  # with the convolution's state in the checkpoint
+def test_resume_after_a_crash_ends_with_identical_weights(keys, corpus, tmp_path, monkeypatch):
+    config = tiny(corpus, train__steps=24, train__checkpoint_every=8, **keys)
     train_straight_and_resumed(config, tmp_path, monkeypatch)  # killed after step 16's compute
     a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("straight", "crashed"))
     assert all(torch.equal(a[k], b[k]) for k in a)

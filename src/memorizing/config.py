@@ -56,6 +56,13 @@ class ModelConfig:
     # move it there, which small models on a CPU budget do not (README: "What it takes for memory to retrieve").
     # Off in the paper's preset; memory stores the smeared keys.
     key_smear: bool = False
+    # Queries and keys over the last qk_conv tokens (0 = off), for lookups keyed by more than one token: each head's
+    # query and key become a learned per-channel mix of the raw queries and keys of the last tokens (Primer's
+    # depthwise convolution, So et al. 2021), started as n-gram induction: a key sums its token and the qk_conv - 1
+    # before it, a query its token and the qk_conv - 2 before it, so the query at a context matches the stored key
+    # of the token that followed the same context. 2 is the smear with per-channel weights; a recalled 4-digit
+    # value needs 3 (README: "What it takes for memory to retrieve"). Memory stores the mixed keys.
+    qk_conv: int = 0
 
 
 @dataclass
@@ -213,6 +220,12 @@ class Config:
                            ("train.grad_clip", t.grad_clip)]:
             if not value >= 0:
                 raise ConfigError(f"{key} = {value!r} is invalid: it must be a number >= 0.")
+        if m.qk_conv < 0 or m.qk_conv == 1:
+            raise ConfigError(f"model.qk_conv = {m.qk_conv!r} is invalid: it is the number of tokens each key mixes "
+                              f"(2 or more; 3 for multi-token lookups), or 0 for off.")
+        if m.qk_conv and m.key_smear:
+            raise ConfigError(f"model.qk_conv = {m.qk_conv} and model.key_smear = true together are refused: both mix "
+                              f"earlier tokens into the keys, and qk_conv includes the smear; set one of them.")
         if m.xl_cache > d.segment:
             raise ConfigError(f"model.xl_cache = {m.xl_cache} is invalid: the cache keeps tokens of the previous "
                               f"segment, so it can be at most data.segment = {d.segment}.")

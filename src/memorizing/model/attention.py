@@ -30,6 +30,34 @@ def local_attention(q, keys, values, bias, lane_mask, need_lse: bool):
     return torch.softmax(logits, dim=-1) @ values, lse
 
 
+class QKConvolution(nn.Module):
+    """Queries and keys over the last tokens (model.qk_conv = width): a causal depthwise convolution of each
+    head's raw queries and keys (Primer, So et al. 2021), q'[t] = sum_j a[j] * q[t - j] per channel, and the same
+    for keys with their own taps, started as n-gram induction: a key is the sum of the keys of its token and the
+    width - 1 tokens before it, a query the sum of the queries of its token and the width - 2 before it. The query
+    at a context then matches the stored key of the token that followed the same context before: "what came
+    after these tokens the last time?" (README: "What it takes for memory to retrieve"). Width 2 is the smear
+    (model.key_smear) with per-channel weights. The taps are learned from there."""
+
+    def __init__(self, width: int, heads: int, head_dim: int):
+        super().__init__()
+        self.width = width
+        taps = torch.zeros(2, heads, head_dim, width)  # [q/k, H, D, width], oldest first: [..., -1] is t itself
+        taps[0, ..., 1:] = 1.0  # queries: t and the width - 2 tokens before it
+        taps[1] = 1.0  # keys: t and the width - 1 tokens before it
+        self.taps = nn.Parameter(taps)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, recent: torch.Tensor):
+        """q, k [B, H, L, D]; recent [B, 2, H, width - 1, D]: the raw queries and keys of the tokens before this
+        segment (0 where a document starts) -> (q', k' [B, H, L, D], the new `recent`)."""
+        length = q.shape[2]
+        raw = torch.cat([recent, torch.stack([q, k], dim=1)], dim=3)  # [B, 2, H, width - 1 + L, D]
+        windows = raw.unfold(3, self.width, 1)  # [B, 2, H, L, D, width]
+        mixed = (windows * self.taps[:, :, None]).sum(-1)  # [B, 2, H, L, D]
+        # a copy, not a view of qkv: the next segment's first tokens mix these in
+        return mixed[:, 0], mixed[:, 1], raw[:, :, :, length:].detach().clone()
+
+
 class Attention(nn.Module):
     def __init__(self, config: Config, layer: int, has_memory: bool):
         super().__init__()
@@ -42,6 +70,7 @@ class Attention(nn.Module):
         self.qk_norm = config.qk_norm(layer)
         # per-head weight of the previous token's key, sigmoid(0) = 0.5 at the start
         self.smear = nn.Parameter(torch.zeros(m.heads)) if m.key_smear else None
+        self.qk_conv = QKConvolution(m.qk_conv, m.heads, m.head_dim) if m.qk_conv else None
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
 
@@ -55,6 +84,9 @@ class Attention(nn.Module):
             previous = torch.cat([layer_state.last_key[:, :, None], k[:, :, :-1]], dim=2)  # [B, H, L, D]
             weight = torch.sigmoid(self.smear)[:, None, None]  # [H, 1, 1]
             k = (1 - weight) * k + weight * previous
+        recent = None
+        if self.qk_conv is not None:  # mixes in the previous segment's last queries and keys, kept in the state
+            q, k, recent = self.qk_conv(q, k, layer_state.recent)
         if self.qk_norm:
             q = F.normalize(q, dim=-1) * self.log_scale.exp()[:, None, None]
             k = F.normalize(k, dim=-1)
@@ -74,5 +106,5 @@ class Attention(nn.Module):
         out = local if self.memory is None else self.memory(q, layer_state.memory, query_pos, local, local_lse)
 
         if remember:  # written after the segment has attended, so no token retrieves itself
-            layer_state.write(k, v, query_pos, last_key)
+            layer_state.write(k, v, query_pos, last_key, recent)
         return self.proj(out.transpose(1, 2).reshape(lanes, length, self.heads * self.head_dim))

@@ -108,13 +108,13 @@ def shape_of(hf_config) -> dict:
 
 
 def shaped_config(config: Config, hf_config) -> Config:
-    """A copy of the config with model.* read from the pretrained model (no smeared keys: its keys are its own),
-    but model.xl_cache as set, checked against what the model can do."""
+    """A copy of the config with model.* read from the pretrained model (no smeared or convolved keys: its keys are
+    its own), but model.xl_cache as set, checked against what the model can do."""
     family = family_of(hf_config)
     config, shape = config.copy(), shape_of(hf_config)
     for key in ("dim", "depth", "heads", "head_dim", "vocab_size"):
         setattr(config.model, key, shape[key])
-    config.model.key_smear = False
+    config.model.key_smear, config.model.qk_conv = False, 0
     segment, cache = config.data.segment, config.model.xl_cache
     if cache and not family.rotary:
         rotary = ", ".join(name for name, f in FAMILIES.items() if f.rotary)
@@ -287,6 +287,9 @@ class PretrainedMemorizing(nn.Module):
         if config.model.key_smear:  # set after the pretrained shape was read (--set): refused, not dropped
             raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
                               "'hf:...'): its keys are its own; set model.key_smear = false.")
+        if config.model.qk_conv:
+            raise ConfigError(f"model.qk_conv = {config.model.qk_conv} is not available with a pretrained model "
+                              "(train.init_from = 'hf:...'): its queries and keys are its own; set model.qk_conv = 0.")
         self.family = family_of(lm.config)
         self.config = shaped_config(config, lm.config).validate()
         self.shape = shape_of(lm.config)
