@@ -10,8 +10,14 @@ for 99%, against 2.33 nats without memory (README, "What it takes for memory to 
 """
 
 import json
+import statistics
 
+from models import scramble, tiny_config
+from memorizing import MemorizingTransformer
 from memorizing.cli import main
+from memorizing.config import DataConfig
+from memorizing.data.corpora import load_corpus
+from memorizing.evaluate import evaluate
 
 PLAN = """
 [[ablation]]
@@ -43,3 +49,19 @@ def test_memory_answers_what_lies_beyond_the_local_context(tmp_path):
     assert memory["recall_span_loss"] < 1.0, (memory, none)  # memory returning nothing or noise: above 2.2
     assert memory["recall_exact_match"] > 0.4, memory  # whole values, not only the first digit
     assert memory["recall_source_found"] > 0.9, memory  # and it is the binding that memory retrieved
+    assert max(memory["recall_span_loss_by_offset"]) < 1.5, memory  # every digit, not the first alone
+    assert "## Recalled values" in (tmp_path / "study" / "report.md").read_text()
+
+
+def test_recalled_spans_are_scored_by_position_inside_the_value():
+    """The loss by position inside the recalled values covers exactly the recalled bytes: every value has 4
+    digits, so its mean is the loss over all recalled bytes (a shifted or partial count would differ, since an
+    untrained model's losses differ from byte to byte)."""
+    documents = load_corpus(DataConfig(corpus="recall", recall_documents=6, recall_length=2048,
+                                       recall_distance=192, recall_pairs=6))
+    model = MemorizingTransformer(tiny_config()).eval()
+    scramble(model)
+    result = evaluate(model, documents, lanes=3, segment=32)
+    by_offset = result["recall_span_loss_by_offset"]
+    assert len(by_offset) == 4 and len(set(by_offset)) == 4
+    assert abs(statistics.fmean(by_offset) - result["recall_span_loss"]) < 1e-6

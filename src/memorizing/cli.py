@@ -116,6 +116,9 @@ def cmd_eval(args) -> int:
               f"{result['recall_exact_match']:.3f}" + (f", memory retrieves an earlier occurrence for "
                                                         f"{result['recall_source_found']:.3f} of them"
                                                         if "recall_source_found" in result else ""))
+        if result.get("recall_span_loss_by_offset"):
+            print("  recalled spans by position in the value: " + ", ".join(
+                "—" if x is None else f"{x:.2f}" for x in result["recall_span_loss_by_offset"]) + " nats")
     if "search_recall_at_k" in result:
         full = result["search_recall_by_fill"].get("full")
         print(f"  {result['search']} search recall@k: {result['search_recall_at_k']:.3f}"

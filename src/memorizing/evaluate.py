@@ -94,15 +94,23 @@ class _SearchRecall:
 
 
 class _RecallSpans:
-    """On corpora that mark recalled spans (`recall`): how often each recalled value is predicted exactly, and
-    whether the first memory layer retrieves an earlier occurrence of each recalled byte (any head), with the
-    attention weight the best head puts on it."""
+    """On corpora that mark recalled spans (`recall`): the loss by position inside the recalled value (its first
+    digit, second, ...: a lookup keyed by one token answers the first only), how often each recalled value is
+    predicted exactly, and whether the first memory layer retrieves an earlier occurrence of each recalled byte
+    (any head), with the attention weight the best head puts on it."""
 
     def __init__(self, model, documents: list[Document]):
         self.layer = model.memory_attentions()[0] if model.memory_layers else None
         if self.layer is not None:
             self.layer.record = True
         self.correct = {i: np.zeros(len(d.data), dtype=bool) for i, d in enumerate(documents) if d.spans}
+        # [bytes] per document with spans: the byte's position inside its recalled span, -1 outside spans
+        self.offset = {i: np.full(len(documents[i].data), -1, dtype=np.int64) for i in self.correct}
+        for i in self.offset:
+            for s in documents[i].spans:
+                self.offset[i][s.start:s.end] = np.arange(s.end - s.start)
+        longest = max((s.end - s.start for i in self.offset for s in documents[i].spans), default=0)
+        self.nll_by_offset, self.count_by_offset = np.zeros(longest), np.zeros(longest, dtype=np.int64)
         # target byte -> where the same byte stood before, per document with spans
         self.sources = {i: {s.start + o: [src + o for src in s.sources]
                             for s in d.spans for o in range(s.end - s.start)}
@@ -110,7 +118,8 @@ class _RecallSpans:
         self.found, self.weight, self.queries = 0, 0.0, 0
         self.spans = [d.spans for d in documents]
 
-    def observe(self, batch, logits: torch.Tensor, lane_doc: list[int]) -> None:
+    def observe(self, batch, logits: torch.Tensor, nll: torch.Tensor, lane_doc: list[int]) -> None:
+        """One segment: logits [B, L, V], nll [B, L] of its targets, the document each lane reads."""
         hits = (logits.argmax(-1).cpu() == batch.targets) & batch.mask  # [B, L]
         retrieved = self.layer.retrieved if self.layer is not None else None
         for lane, doc in enumerate(lane_doc):
@@ -119,6 +128,10 @@ class _RecallSpans:
             n = int(batch.mask[lane].sum())
             first = int(batch.positions[lane, 0]) + 1  # the lane's first target byte
             self.correct[doc][first:first + n] = hits[lane, :n].numpy()
+            offsets = self.offset[doc][first:first + n]  # [n]
+            inside = offsets >= 0
+            np.add.at(self.nll_by_offset, offsets[inside], nll[lane, :n].numpy()[inside])
+            np.add.at(self.count_by_offset, offsets[inside], 1)
             if retrieved is None:
                 continue
             for j in batch.recall[lane].nonzero().flatten().tolist():
@@ -136,6 +149,9 @@ class _RecallSpans:
             self.layer.record, self.layer.retrieved = False, None
         spans = [bool(self.correct[i][s.start:s.end].all()) for i in self.correct for s in self.spans[i]]
         out = {"recall_exact_match": sum(spans) / len(spans)} if spans else {}
+        if self.count_by_offset.any():
+            out["recall_span_loss_by_offset"] = [float(s / c) if c else None for s, c in
+                                                 zip(self.nll_by_offset, self.count_by_offset)]
         if self.queries:
             out |= {"recall_source_found": self.found / self.queries,
                     "recall_source_weight": self.weight / self.queries}
@@ -177,7 +193,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
                 recall_nll += nll[batch.recall & mask].sum().item()
                 recall_count += int((batch.recall & mask).sum())
             if spans is not None:
-                spans.observe(batch, logits, stream.lane_doc)
+                spans.observe(batch, logits, nll, stream.lane_doc)
             if progress is not None:
                 progress(int(mask.sum()))
     finally:

@@ -89,6 +89,9 @@ def _measures(runs: list[dict], bits: list[float | None]) -> dict:
     for field in ("search_recall_at_k", "recall_span_loss", "recall_exact_match", "recall_source_found"):
         values = [r[field] for r in runs if r.get(field) is not None]
         row[field] = statistics.fmean(values) if values else None
+    by_offset = [r["recall_span_loss_by_offset"] for r in runs if r.get("recall_span_loss_by_offset")]
+    row["recall_span_loss_by_offset"] = ([_mean_or_none(list(column))
+                                          for column in zip(*by_offset)] if by_offset else None)
     full = [r["search_recall_by_fill"]["full"] for r in runs if (r.get("search_recall_by_fill") or {}).get("full")]
     row["search_recall_full"] = statistics.fmean(full) if full else None
     for field in ("parameters", "tokens_per_s", "peak_rss_mib", "train_seconds", "wall_s", "steps"):
@@ -275,7 +278,7 @@ def markdown(report: dict, study: dict, figures: dict[str, str]) -> str:
         if title in figures:
             lines += ["", f"![{title}]({figures[title]})"]
         lines.append("")
-    lines += _cost_table(report) + _position_table(report)
+    lines += _cost_table(report) + _position_table(report) + _recall_table(report)
     for name in ("curves", "curves_time", "by_position"):
         if name in figures:
             lines += [f"![{name}]({figures[name]})", ""]
@@ -349,6 +352,31 @@ def _position_table(report: dict) -> list[str]:
         if "ppl_by_position" in v and not v["same_config_as"]:
             lines.append(f"| {v['name']} | " + " | ".join(f"{v['ppl_by_position'].get(p, float('nan')):.3f}"
                                                          for p in positions) + " |")
+    return lines + [""]
+
+
+def _recall_table(report: dict) -> list[str]:
+    """On corpora that mark recalled spans (`recall`): what each variant predicts of the values recalled from
+    beyond the local context, by position inside the value, and whether its memory retrieved the binding."""
+    rows = [v for v in report["variants"] if v.get("recall_span_loss") is not None and not v["same_config_as"]]
+    if not rows:
+        return []
+    width = max(len(v.get("recall_span_loss_by_offset") or []) for v in rows)
+
+    def cell(x, digits=3):
+        return "—" if x is None else f"{x:.{digits}f}"
+
+    lines = ["## Recalled values", "",
+             "Nats per recalled byte (guessing a digit: ln 10 = 2.303), by position inside the value, the values "
+             "predicted exactly (every byte the model's first choice), and the spans for which the first memory "
+             "layer retrieved an earlier occurrence of the binding (mean over seeds).", "",
+             "| variant | nats per byte | " + " | ".join(f"byte {i + 1}" for i in range(width)) +
+             " | exact match | binding retrieved |", "|---|---|" + "---|" * width + "---|---|"]
+    for v in rows:
+        by_offset = (v.get("recall_span_loss_by_offset") or []) + [None] * width
+        lines.append(f"| {v['name']} | {cell(v['recall_span_loss'])} | "
+                     + " | ".join(cell(x, 2) for x in by_offset[:width])
+                     + f" | {cell(v.get('recall_exact_match'))} | {cell(v.get('recall_source_found'))} |")
     return lines + [""]
 
 

@@ -227,7 +227,7 @@ def execute_run(folder: str, key: str, seed: int, config_dict: dict, progress: b
                           documents=result["documents"], by_position=result["by_position"],
                           **{k: result.get(k) for k in ("search_recall_at_k", "search_recall_by_fill",
                                                          "recall_span_loss", "recall_exact_match",
-                                                         "recall_source_found")},
+                                                         "recall_source_found", "recall_span_loss_by_offset")},
                           gates=summary["gates"],
                           stability={"max_grad_norm": summary["max_grad_norm"], "loss_spikes": summary["loss_spikes"],
                                      "non_finite": False},
