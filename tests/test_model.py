@@ -116,6 +116,28 @@ def test_smeared_keys_mix_in_the_previous_token_across_segment_boundaries():
     assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
 
 
+def test_convolved_queries_and_keys_start_as_a_lookup_of_the_same_tokens():
+    """model.qk_conv's start: at initialisation the query after "...PQ" is most similar, among all earlier
+    positions, to the keys whose window holds "PQ" (the Q itself and the token that followed it); without the
+    convolution and its start, to none in particular."""
+    tokens = torch.randint(0, 80, (LANES, SEGMENT))  # no P or Q by chance
+    tokens[:, 10:12] = torch.tensor([80, 81])  # "PQ", then token 12, ...
+    tokens[:, 25:27] = torch.tensor([80, 81])  # ... and "PQ" again: the query at position 26
+    for width, finds in ((3, True), (0, False)):
+        torch.manual_seed(0)
+        model = MemorizingTransformer(tiny_config(model__qk_conv=width, model__depth=1, memory__enabled=False))
+        attn = model.blocks[0].attn
+        with torch.no_grad():
+            x = model.blocks[0].ln1(model.embed(tokens))
+            q, k, _ = attn.qkv(x).view(LANES, SEGMENT, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+            if width:
+                q, k, _ = attn.qk_conv(q, k, model.init_state(LANES).layers[0].recent)
+        query = torch.nn.functional.normalize(q[:, :, 26], dim=-1)  # [B, H, D]
+        keys = torch.nn.functional.normalize(k[:, :, :26], dim=-1)  # [B, H, 26, D]
+        best = (keys @ query[..., None])[..., 0].argmax(-1)  # [B, H]
+        assert bool(((best == 11) | (best == 12)).all()) == finds, (width, best)
+
+
 def test_convolved_keys_mix_in_the_previous_tokens_across_segment_boundaries():
     """As the smear, for queries and keys over the last tokens (model.qk_conv): the first keys of a segment mix in
     the last tokens of the segment before as keys in the middle do, also for segments shorter than the

@@ -36,8 +36,10 @@ class QKConvolution(nn.Module):
     for keys with their own taps, started as n-gram induction: a key is the sum of the keys of its token and the
     width - 1 tokens before it, a query the sum of the queries of its token and the width - 2 before it. The query
     at a context then matches the stored key of the token that followed the same context before: "what came
-    after these tokens the last time?" (README: "What it takes for memory to retrieve"). Width 2 is the smear
-    (model.key_smear) with per-channel weights. The taps are learned from there."""
+    after these tokens the last time?", once queries and keys of the same tokens match, which the layer's keys
+    starting as its queries give from the first step (Attention.start_keys_as_queries; README: "What it takes for
+    memory to retrieve"). Width 2 is the smear (model.key_smear) with per-channel weights. The taps are learned
+    from there."""
 
     def __init__(self, width: int, heads: int, head_dim: int):
         super().__init__()
@@ -73,6 +75,14 @@ class Attention(nn.Module):
         self.qk_conv = QKConvolution(m.qk_conv, m.heads, m.head_dim) if m.qk_conv else None
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
+
+    def start_keys_as_queries(self) -> None:
+        """Keys start with the queries' projection (W_k = W_q; model.qk_conv's start): a query then matches the keys
+        of the same tokens from the first step, instead of after a plateau in which W_q and W_k must first align
+        (README: "What it takes for memory to retrieve")."""
+        inner = self.heads * self.head_dim
+        with torch.no_grad():
+            self.qkv.weight[inner:2 * inner] = self.qkv.weight[:inner]
 
     def forward(self, x: torch.Tensor, layer_state, query_pos: torch.Tensor, remember: bool) -> torch.Tensor:
         """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
