@@ -14,7 +14,7 @@ from memorizing import train as train_module
 from memorizing.cli import main
 from memorizing.data.corpora import load_corpus, split_documents
 from memorizing.errors import UserError
-from memorizing.evaluate import evaluate, held_out
+from memorizing.evaluate import evaluate, far_repeats, held_out
 from memorizing.generate import generate
 from memorizing.model.transformer import MemorizingTransformer, load_model
 from memorizing.model.warm_start import load_weights_from
@@ -89,6 +89,24 @@ def test_eval_reports_perplexity_by_position_and_search_recall(corpus, tmp_path,
     documents = held_out(split_documents(load_corpus(config.data), "test"), config.data.eval_tokens)
     manual = evaluate(load_model(tmp_path, ["memory.search=exact"]), documents, 4, 32)
     assert manual["ppl"] == pytest.approx(exact["ppl"])
+    repeats = exact["far_repeats"]  # the loss on far repeats and on the rest make up the whole
+    whole = repeats["loss"] * repeats["share"] + repeats["rest_loss"] * (1 - repeats["share"])
+    assert 0 < repeats["share"] < 1 and whole == pytest.approx(exact["loss"])
+    window = config.data.segment + config.model.xl_cache  # and they are the far repeats of every document
+    assert repeats["tokens"] == sum(int(far_repeats(d.data, 8, window).sum()) for d in documents)
+
+
+def test_far_repeats_are_the_bytes_only_a_copy_from_beyond_the_local_context_predicts():
+    phrase = b"def lookup_name(self, key)"
+    filler = bytes(range(40, 40 + 90)) * 2  # 180 bytes that hold no 8-byte context of the phrase
+    data = phrase + filler + phrase + b"!" + phrase[:12] + b"?"
+    far = far_repeats(data, context=8, window=128)
+    second = len(phrase) + len(filler)  # where the phrase repeats, 206 bytes after its first occurrence
+    assert far[second + 8:second + len(phrase)].all()  # each byte after 8 repeated bytes: the copy is far
+    assert not far[:second + 8].any()  # nothing before the repeat's 9th byte (the filler's contexts are new)
+    assert not far[second + len(phrase)]  # "!" follows what was followed by "(" ... by "self, key" before
+    third = second + len(phrase) + 1
+    assert not far[third + 8:third + 12].any()  # repeated again, but the last occurrence is near: local
 
 
 def test_generate_writes_memory_as_it_goes(corpus, tmp_path):

@@ -119,6 +119,11 @@ def cmd_eval(args) -> int:
         if result.get("recall_span_loss_by_offset"):
             print("  recalled spans by position in the value: " + ", ".join(
                 "—" if x is None else f"{x:.2f}" for x in result["recall_span_loss_by_offset"]) + " nats")
+    if "far_repeats" in result:
+        far = result["far_repeats"]
+        print(f"  far repeats ({far['share']:.0%} of the bytes: the {far['context']} before them occurred farther back "
+              f"than the {far['window']}-byte local context, followed by the same byte): {far['loss']:.3f} nats, "
+              f"the other bytes {far['rest_loss']:.3f}")
     if "search_recall_at_k" in result:
         full = result["search_recall_by_fill"].get("full")
         print(f"  {result['search']} search recall@k: {result['search_recall_at_k']:.3f}"

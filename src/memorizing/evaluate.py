@@ -158,6 +158,50 @@ class _RecallSpans:
         return out
 
 
+def far_repeats(data: bytes, context: int, window: int) -> np.ndarray:
+    """[len(data)] bool: the bytes a copy from beyond the local context predicts. Byte p is one when the `context`
+    bytes before it occurred earlier, the last time farther back than `window` (no nearer copy to read locally),
+    and the byte that followed them then is the same. On code these are repeated identifiers and phrases: what
+    the memory is for."""
+    far = np.zeros(len(data), dtype=bool)
+    last = {}  # context -> the position of the byte that followed its last occurrence
+    for p in range(context, len(data)):
+        before = data[p - context:p]
+        q = last.get(before)
+        far[p] = q is not None and p - q > window and data[q] == data[p]
+        last[before] = p
+    return far
+
+
+class _FarRepeats:
+    """The loss on the far repeats of each document (`far_repeats`), against the loss on every other byte."""
+
+    CONTEXT = 8  # bytes of context that must repeat
+
+    def __init__(self, documents: list[Document], window: int):
+        masks = [far_repeats(d.data, self.CONTEXT, window) for d in documents]
+        self.far = torch.from_numpy(np.concatenate(masks + [np.zeros(1, dtype=bool)]))  # all documents' bytes
+        self.start = torch.tensor([0] + [len(m) for m in masks]).cumsum(0)  # [D + 1] each document's first byte
+        self.window = window
+        self.nll, self.count = 0.0, 0
+
+    def observe(self, batch, nll: torch.Tensor, lane_doc: list[int]) -> None:
+        """One segment: nll [B, L] of its targets, the document each lane reads (-1: none)."""
+        doc = torch.tensor(lane_doc)  # [B]
+        index = self.start[doc.clamp(min=0)][:, None] + batch.positions + 1  # [B, L] each target's byte
+        far = self.far[index.clamp(max=len(self.far) - 1)] & batch.mask & (doc >= 0)[:, None]  # [B, L]
+        self.nll += float(nll[far].sum())
+        self.count += int(far.sum())
+
+    def close(self, nll_total: float, count: int) -> dict:
+        if not self.count:
+            return {}
+        rest = count - self.count
+        return {"far_repeats": {"loss": self.nll / self.count, "tokens": self.count, "share": self.count / count,
+                                "rest_loss": (nll_total - self.nll) / rest if rest else None,
+                                "context": self.CONTEXT, "window": self.window}}
+
+
 @torch.no_grad()
 def evaluate(model, documents: list[Document], lanes: int, segment: int, measure_recall: bool = False,
              progress=None, length: int = 0) -> dict:
@@ -174,6 +218,8 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     recall_nll, recall_count = 0.0, 0
     search_recall = _SearchRecall(model) if measure_recall and model.memory_layers else None
     spans = _RecallSpans(model, documents) if encode is None and any(d.spans for d in documents) else None
+    # byte models: the loss on bytes only a copy from beyond the local context (segment and XL cache) predicts
+    repeats = _FarRepeats(documents, segment + model.config.model.xl_cache) if encode is None else None
     was_training = model.training
     model.eval()
     try:
@@ -194,6 +240,8 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
                 recall_count += int((batch.recall & mask).sum())
             if spans is not None:
                 spans.observe(batch, logits, nll, stream.lane_doc)
+            if repeats is not None:
+                repeats.observe(batch, nll, stream.lane_doc)
             if progress is not None:
                 progress(int(mask.sum()))
     finally:
@@ -219,7 +267,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count
-    return result | recalled | (searched or {})
+    return result | recalled | (repeats.close(nll_total, count) if repeats else {}) | (searched or {})
 
 
 def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrides: list[str] | None = None,

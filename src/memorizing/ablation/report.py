@@ -89,6 +89,10 @@ def _measures(runs: list[dict], bits: list[float | None]) -> dict:
     for field in ("search_recall_at_k", "recall_span_loss", "recall_exact_match", "recall_source_found"):
         values = [r[field] for r in runs if r.get(field) is not None]
         row[field] = statistics.fmean(values) if values else None
+    far = [r["far_repeats"] for r in runs if r.get("far_repeats")]
+    if far:
+        row["far_repeats"] = {"loss": statistics.fmean(f["loss"] for f in far), "share": far[0]["share"],
+                              "rest_loss": _mean_or_none([f["rest_loss"] for f in far])}
     by_offset = [r["recall_span_loss_by_offset"] for r in runs if r.get("recall_span_loss_by_offset")]
     row["recall_span_loss_by_offset"] = ([_mean_or_none(list(column))
                                           for column in zip(*by_offset)] if by_offset else None)
@@ -345,13 +349,23 @@ def _position_table(report: dict) -> list[str]:
     if not positions:
         return []
     tokens = base["position_tokens"]
+    far = base.get("far_repeats")
     lines = ["## Perplexity by position in the document", "",
              "Bytes from the document's start (tokens per bucket: " + ", ".join(f"{p} {tokens[p]:,}" for p in positions)
-             + ").", "", "| variant | " + " | ".join(positions) + " |", "|---|" + "---|" * len(positions)]
+             + ")." + (f" Far repeats: the {far['share']:.0%} of the bytes whose 8 bytes before occurred farther back "
+                       "than the local context (segment and XL cache), followed by the same byte, which only a copy "
+                       "from beyond the local context predicts; their loss in nats per byte, and the other bytes'."
+                       if far else ""),
+             "", "| variant | " + " | ".join(positions)
+             + (" | far repeats, nats | other bytes, nats |" if far else " |"),
+             "|---|" + "---|" * (len(positions) + (2 if far else 0))]
     for v in report["variants"]:
         if "ppl_by_position" in v and not v["same_config_as"]:
+            repeats = v.get("far_repeats") or {}
+            extra = (f" | {repeats['loss']:.3f} | {repeats['rest_loss']:.3f}" if repeats.get("rest_loss") is not None
+                     else " | — | —") if far else ""
             lines.append(f"| {v['name']} | " + " | ".join(f"{v['ppl_by_position'].get(p, float('nan')):.3f}"
-                                                         for p in positions) + " |")
+                                                         for p in positions) + extra + " |")
     return lines + [""]
 
 
