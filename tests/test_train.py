@@ -93,20 +93,22 @@ def test_eval_reports_perplexity_by_position_and_search_recall(corpus, tmp_path,
     whole = repeats["loss"] * repeats["share"] + repeats["rest_loss"] * (1 - repeats["share"])
     assert 0 < repeats["share"] < 1 and whole == pytest.approx(exact["loss"])
     window = config.data.segment + config.model.xl_cache  # and they are the far repeats of every document
-    assert repeats["tokens"] == sum(int(far_repeats(d.data, 8, window).sum()) for d in documents)
+    assert repeats["tokens"] == sum(int((far_repeats(d.data, 8, window) >= 0).sum()) for d in documents)
+    assert 0 <= repeats["source_found"] <= 1 and 0 <= repeats["right_byte_weight"] <= 1
 
 
 def test_far_repeats_are_the_bytes_only_a_copy_from_beyond_the_local_context_predicts():
     phrase = b"def lookup_name(self, key)"
     filler = bytes(range(40, 40 + 90)) * 2  # 180 bytes that hold no 8-byte context of the phrase
     data = phrase + filler + phrase + b"!" + phrase[:12] + b"?"
-    far = far_repeats(data, context=8, window=128)
+    source = far_repeats(data, context=8, window=128)
     second = len(phrase) + len(filler)  # where the phrase repeats, 206 bytes after its first occurrence
-    assert far[second + 8:second + len(phrase)].all()  # each byte after 8 repeated bytes: the copy is far
-    assert not far[:second + 8].any()  # nothing before the repeat's 9th byte (the filler's contexts are new)
-    assert not far[second + len(phrase)]  # "!" follows what was followed by "(" ... by "self, key" before
+    # each byte after 8 repeated bytes, copied from the first occurrence
+    assert (source[second + 8:second + len(phrase)] == range(8, len(phrase))).all()
+    assert (source[:second + 8] == -1).all()  # nothing before the repeat's 9th byte (the filler's contexts are new)
+    assert source[second + len(phrase)] == -1  # "!" follows what was followed by the filler before
     third = second + len(phrase) + 1
-    assert not far[third + 8:third + 12].any()  # repeated again, but the last occurrence is near: local
+    assert (source[third + 8:third + 12] == -1).all()  # repeated again, but the last occurrence is near: local
 
 
 def test_generate_writes_memory_as_it_goes(corpus, tmp_path):

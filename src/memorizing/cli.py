@@ -124,6 +124,10 @@ def cmd_eval(args) -> int:
         print(f"  far repeats ({far['share']:.0%} of the bytes: the {far['context']} before them occurred farther back "
               f"than the {far['window']}-byte local context, followed by the same byte): {far['loss']:.3f} nats, "
               f"the other bytes {far['rest_loss']:.3f}")
+        if "source_found" in far:
+            print(f"  memory retrieves the earlier occurrence for {far['source_found']:.3f} of the far repeats; its "
+                  f"weight on entries holding the byte to predict: {far['right_byte_weight']:.3f} on far repeats, "
+                  f"{far['rest_right_byte_weight']:.3f} on the other bytes")
     if "search_recall_at_k" in result:
         full = result["search_recall_by_fill"].get("full")
         print(f"  {result['search']} search recall@k: {result['search_recall_at_k']:.3f}"

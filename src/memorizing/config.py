@@ -61,7 +61,7 @@ class ModelConfig:
     # depthwise convolution, So et al. 2021), started as n-gram induction: a key sums its token and the qk_conv - 1
     # before it, a query its token and the qk_conv - 2 before it, and the keys' projection starts as the queries',
     # so the query at a context matches the stored key of the token that followed the same context from the first
-    # step. 2 is the smear with per-channel weights; a recalled 4-digit value needs 3 (README: "What it takes for
+    # step. 2 mixes in one token before, as the smear does; a recalled 4-digit value needs 3 (README: "What it takes for
     # memory to retrieve"). Memory stores the mixed keys.
     qk_conv: int = 0
 

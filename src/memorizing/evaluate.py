@@ -159,47 +159,75 @@ class _RecallSpans:
 
 
 def far_repeats(data: bytes, context: int, window: int) -> np.ndarray:
-    """[len(data)] bool: the bytes a copy from beyond the local context predicts. Byte p is one when the `context`
-    bytes before it occurred earlier, the last time farther back than `window` (no nearer copy to read locally),
-    and the byte that followed them then is the same. On code these are repeated identifiers and phrases: what
-    the memory is for."""
-    far = np.zeros(len(data), dtype=bool)
+    """[len(data)] int64: for each far repeat, the position of its earlier occurrence; -1 for other bytes. Byte p
+    is a far repeat when the `context` bytes before it occurred earlier, the last time farther back than `window`
+    (no nearer copy to read locally), and the byte q that followed them then equals it: a copy of byte q from
+    beyond the local context predicts byte p. On code these are repeated identifiers and phrases, what the memory
+    is for."""
+    source = np.full(len(data), -1, dtype=np.int64)
     last = {}  # context -> the position of the byte that followed its last occurrence
     for p in range(context, len(data)):
         before = data[p - context:p]
         q = last.get(before)
-        far[p] = q is not None and p - q > window and data[q] == data[p]
+        if q is not None and p - q > window and data[q] == data[p]:
+            source[p] = q
         last[before] = p
-    return far
+    return source
 
 
 class _FarRepeats:
-    """The loss on the far repeats of each document (`far_repeats`), against the loss on every other byte."""
+    """The loss on the far repeats of each document (`far_repeats`), against the loss on every other byte; how often
+    the first memory layer retrieved the earlier occurrence (any head); and the weight the best head puts on
+    retrieved entries that hold the byte to predict, on far repeats and on the other bytes."""
 
     CONTEXT = 8  # bytes of context that must repeat
 
-    def __init__(self, documents: list[Document], window: int):
-        masks = [far_repeats(d.data, self.CONTEXT, window) for d in documents]
-        self.far = torch.from_numpy(np.concatenate(masks + [np.zeros(1, dtype=bool)]))  # all documents' bytes
-        self.start = torch.tensor([0] + [len(m) for m in masks]).cumsum(0)  # [D + 1] each document's first byte
+    def __init__(self, model, documents: list[Document], window: int):
+        sources = [far_repeats(d.data, self.CONTEXT, window) for d in documents]
+        self.source = torch.from_numpy(np.concatenate(sources + [np.full(1, -1)]))  # all documents' bytes
+        self.start = torch.tensor([0] + [len(m) for m in sources]).cumsum(0)  # [D + 1] each document's first byte
+        self.data = torch.frombuffer(bytearray(b"".join(d.data for d in documents) + b"\0"), dtype=torch.uint8)
         self.window = window
-        self.nll, self.count = 0.0, 0
+        self.nll, self.count, self.found = 0.0, 0, 0
+        self.right, self.right_rest, self.rest = 0.0, 0.0, 0  # weight on the right byte: far repeats, others
+        self.layer = model.memory_attentions()[0] if getattr(model, "memory_layers", None) else None
+        if self.layer is not None:
+            self.layer.record = True
 
     def observe(self, batch, nll: torch.Tensor, lane_doc: list[int]) -> None:
         """One segment: nll [B, L] of its targets, the document each lane reads (-1: none)."""
         doc = torch.tensor(lane_doc)  # [B]
         index = self.start[doc.clamp(min=0)][:, None] + batch.positions + 1  # [B, L] each target's byte
-        far = self.far[index.clamp(max=len(self.far) - 1)] & batch.mask & (doc >= 0)[:, None]  # [B, L]
+        source = self.source[index.clamp(max=len(self.source) - 1)]  # [B, L] its earlier occurrence, or -1
+        far = (source >= 0) & batch.mask & (doc >= 0)[:, None]  # [B, L]
         self.nll += float(nll[far].sum())
         self.count += int(far.sum())
+        if self.layer is not None and self.layer.retrieved is not None:
+            key_pos, weights = (t.cpu() for t in self.layer.retrieved)  # [B, H, L, k] each; position -1: none
+            is_source = key_pos == source[:, None, :, None]  # [B, H, L, k]
+            self.found += int((is_source.any(-1).any(1) & far).sum())
+            entry = self.start[doc.clamp(min=0)][:, None, None, None] + key_pos.clamp(min=0)  # [B, H, L, k]
+            held = self.data[entry.clamp(max=len(self.data) - 1)]  # the byte each retrieved entry holds
+            right = (held == batch.targets[:, None, :, None].to(held.dtype)) & (key_pos >= 0)
+            weight = (weights * right).sum(-1).amax(1)  # [B, L] the best head's weight on the byte to predict
+            rest = batch.mask & (doc >= 0)[:, None] & ~far
+            self.right += float(weight[far].sum())
+            self.right_rest += float(weight[rest].sum())
+            self.rest += int(rest.sum())
 
     def close(self, nll_total: float, count: int) -> dict:
+        if self.layer is not None:
+            self.layer.record, self.layer.retrieved = False, None
         if not self.count:
             return {}
         rest = count - self.count
-        return {"far_repeats": {"loss": self.nll / self.count, "tokens": self.count, "share": self.count / count,
-                                "rest_loss": (nll_total - self.nll) / rest if rest else None,
-                                "context": self.CONTEXT, "window": self.window}}
+        out = {"loss": self.nll / self.count, "tokens": self.count, "share": self.count / count,
+               "rest_loss": (nll_total - self.nll) / rest if rest else None, "context": self.CONTEXT,
+               "window": self.window}
+        if self.layer is not None:
+            out |= {"source_found": self.found / self.count, "right_byte_weight": self.right / self.count,
+                    "rest_right_byte_weight": self.right_rest / self.rest if self.rest else None}
+        return {"far_repeats": out}
 
 
 @torch.no_grad()
@@ -219,7 +247,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     search_recall = _SearchRecall(model) if measure_recall and model.memory_layers else None
     spans = _RecallSpans(model, documents) if encode is None and any(d.spans for d in documents) else None
     # byte models: the loss on bytes only a copy from beyond the local context (segment and XL cache) predicts
-    repeats = _FarRepeats(documents, segment + model.config.model.xl_cache) if encode is None else None
+    repeats = _FarRepeats(model, documents, segment + model.config.model.xl_cache) if encode is None else None
     was_training = model.training
     model.eval()
     try:
@@ -247,6 +275,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     finally:
         searched = search_recall.close() if search_recall else None
         recalled = spans.close() if spans else {}
+        repeated = repeats.close(nll_total, count) if repeats else {}
         model.train(was_training)
     if count == 0:
         raise ValueError("evaluation saw no tokens")
@@ -267,7 +296,7 @@ def evaluate(model, documents: list[Document], lanes: int, segment: int, measure
     if recall_count:
         result["recall_span_loss"] = recall_nll / recall_count
         result["recall_span_tokens"] = recall_count
-    return result | recalled | (repeats.close(nll_total, count) if repeats else {}) | (searched or {})
+    return result | recalled | repeated | (searched or {})
 
 
 def evaluate_run(folder, split: str = "test", corpus: str | None = None, overrides: list[str] | None = None,

@@ -91,8 +91,9 @@ def _measures(runs: list[dict], bits: list[float | None]) -> dict:
         row[field] = statistics.fmean(values) if values else None
     far = [r["far_repeats"] for r in runs if r.get("far_repeats")]
     if far:
-        row["far_repeats"] = {"loss": statistics.fmean(f["loss"] for f in far), "share": far[0]["share"],
-                              "rest_loss": _mean_or_none([f["rest_loss"] for f in far])}
+        row["far_repeats"] = {key: _mean_or_none([f.get(key) for f in far]) for key in
+                              ("loss", "share", "rest_loss", "source_found", "right_byte_weight",
+                               "rest_right_byte_weight")}
     by_offset = [r["recall_span_loss_by_offset"] for r in runs if r.get("recall_span_loss_by_offset")]
     row["recall_span_loss_by_offset"] = ([_mean_or_none(list(column))
                                           for column in zip(*by_offset)] if by_offset else None)
@@ -354,16 +355,19 @@ def _position_table(report: dict) -> list[str]:
              "Bytes from the document's start (tokens per bucket: " + ", ".join(f"{p} {tokens[p]:,}" for p in positions)
              + ")." + (f" Far repeats: the {far['share']:.0%} of the bytes whose 8 bytes before occurred farther back "
                        "than the local context (segment and XL cache), followed by the same byte, which only a copy "
-                       "from beyond the local context predicts; their loss in nats per byte, and the other bytes'."
-                       if far else ""),
+                       "from beyond the local context predicts; their loss in nats per byte, and the other bytes'; "
+                       "and the weight the first memory layer's best head puts on retrieved entries that hold the byte "
+                       "to predict, on far repeats and on the other bytes (a memory that copies puts more on far "
+                       "repeats)." if far else ""),
              "", "| variant | " + " | ".join(positions)
-             + (" | far repeats, nats | other bytes, nats |" if far else " |"),
-             "|---|" + "---|" * (len(positions) + (2 if far else 0))]
+             + (" | far repeats, nats | other bytes, nats | memory's weight on the right byte, far repeats | "
+                "the same, other bytes |" if far else " |"),
+             "|---|" + "---|" * (len(positions) + (4 if far else 0))]
     for v in report["variants"]:
         if "ppl_by_position" in v and not v["same_config_as"]:
             repeats = v.get("far_repeats") or {}
-            extra = (f" | {repeats['loss']:.3f} | {repeats['rest_loss']:.3f}" if repeats.get("rest_loss") is not None
-                     else " | — | —") if far else ""
+            extra = "".join(" | —" if repeats.get(key) is None else f" | {repeats[key]:.3f}" for key in
+                            ("loss", "rest_loss", "right_byte_weight", "rest_right_byte_weight")) if far else ""
             lines.append(f"| {v['name']} | " + " | ".join(f"{v['ppl_by_position'].get(p, float('nan')):.3f}"
                                                          for p in positions) + extra + " |")
     return lines + [""]

@@ -38,8 +38,8 @@ class QKConvolution(nn.Module):
     at a context then matches the stored key of the token that followed the same context before: "what came
     after these tokens the last time?", once queries and keys of the same tokens match, which the layer's keys
     starting as its queries give from the first step (Attention.start_keys_as_queries; README: "What it takes for
-    memory to retrieve"). Width 2 is the smear (model.key_smear) with per-channel weights. The taps are learned
-    from there."""
+    memory to retrieve"). Width 2 mixes in one token before, as the smear (model.key_smear) does. The taps are
+    learned from there."""
 
     def __init__(self, width: int, heads: int, head_dim: int):
         super().__init__()
