@@ -15,6 +15,8 @@ from models import tiny_config
     ("memory.ivf_probe", "-1", "memory.ivf_probe = -1"),
     ("memory.position_bias", "rope", "'t5-relative'"),
     ("memory.combine", "sum", "'gate', 'fixed', 'joint'"),
+    ("memory.shared_qk", "true", "needs model.qk_conv"),
+    ("model.qk_conv", "1", "model.qk_conv = 1 is invalid"),
 ])
 def test_invalid_config_values_name_key_value_and_allowed(key, value, words):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):

@@ -28,7 +28,8 @@ def make_model(**sets):
 
 
 @pytest.mark.parametrize("combine, keys", [("gate", {}), ("joint", {}), ("gate", {"model__key_smear": True}),
-                                           ("gate", {"model__qk_conv": 4})])
+                                           ("gate", {"model__qk_conv": 4}),
+                                           ("gate", {"model__qk_conv": 4, "memory__shared_qk": True})])
 @pytest.mark.parametrize("t", [5, 40, 75])  # inside the first segment, and in later ones
 def test_causality_within_segment_and_through_cache_and_memory(combine, keys, t):
     # memory 256 entries, XL cache 32: positions >= 64 only see position t through the memory.
@@ -136,6 +137,24 @@ def test_convolved_queries_and_keys_start_as_a_lookup_of_the_same_tokens():
         keys = torch.nn.functional.normalize(k[:, :, :26], dim=-1)  # [B, H, 26, D]
         best = (keys @ query[..., None])[..., 0].argmax(-1)  # [B, H]
         assert bool(((best == 11) | (best == 12)).all()) == finds, (width, best)
+
+
+def test_shared_queries_and_keys_leave_the_memory_layers_key_projection_unused():
+    """memory.shared_qk: in a memory layer the keys are the queries, so its key projection changes nothing; in the
+    other layers, and without the setting, it does. With memory disabled the same layer keeps shared keys."""
+    tokens = torch.randint(0, 256, (LANES, 3 * SEGMENT))
+    for shared in (True, False):
+        model = make_model(model__qk_conv=4, memory__shared_qk=shared)
+        before, _ = stream(model, tokens)
+        inner = model.config.model.heads * model.config.model.head_dim
+        for block in model.blocks:
+            with torch.no_grad():
+                block.attn.qkv.weight[inner:2 * inner] += 0.5 * torch.randn_like(block.attn.qkv.weight[:inner])
+            after, _ = stream(model, tokens)
+            assert torch.allclose(before, after) == (shared and block.attn.memory is not None)
+            before = after
+    no_memory = MemorizingTransformer(tiny_config(model__qk_conv=4, memory__shared_qk=True, memory__enabled=False))
+    assert [b.attn.shared_qk for b in no_memory.blocks] == [False, True]  # the tiny preset's memory: the last layer
 
 
 def test_convolved_keys_mix_in_the_previous_tokens_across_segment_boundaries():

@@ -296,6 +296,7 @@ def test_train_and_eval_with_an_xl_cache_on_the_command_line(corpus, tmp_path, c
 
 @pytest.mark.parametrize("family, setting", [("gpt2", "model.xl_cache=16"), ("llama", "model.key_smear=true"),
                                              ("llama", "model.qk_conv=3"), ("llama", "model.depth=5"),
+                                             ("llama", "memory.shared_qk=true"),
                                              ("llama", "model.xl_cache=112")])
 def test_model_settings_the_pretrained_model_lacks_are_refused_not_dropped(family, setting, corpus, tmp_path,
                                                                            capsys):

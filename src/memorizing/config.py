@@ -82,6 +82,11 @@ class MemoryConfig:
     # steps, as a 300-step fine-tune needs, but not within the first tens, while memory is still noise.
     gate_scale: float = 8.0
     qk_norm: bool = True  # L2-normalised queries and keys with a learned per-head scale
+    # Keys are the queries in the memory layers (one projection, as Reformer's shared-QK attention; also with memory
+    # disabled), before the smear or model.qk_conv gives them the tokens before: the query at a context then
+    # matches the stored keys of the same context by construction, which training on local attention cannot
+    # unlearn. Off in the paper (README: "What it takes for memory to retrieve").
+    shared_qk: bool = False
     # exact | bucketed (TPU-style approximate top-k, as in the paper) | ivf (inverted-file index, CPUs, faiss)
     search: str = "bucketed"
     search_buckets: int = 4  # bucketed: buckets per wanted neighbour (more = higher recall, slower)
@@ -162,6 +167,11 @@ class Config:
         """Whether block `layer` (0-based) normalises its queries and keys."""
         return self.memory.qk_norm if layer in self.memory_placement() else self.model.qk_norm
 
+    def shared_qk(self, layer: int) -> bool:
+        """Whether block `layer` (0-based) uses its queries as keys: memory.shared_qk, in the blocks memory.layers
+        names, with memory enabled or not (so that removing the memory changes nothing else)."""
+        return self.memory.shared_qk and layer in self.memory_placement()
+
     def memory_searched(self) -> bool:
         """Whether memory layers search their memory: not without memory, nor with the gate fixed at 0."""
         mem = self.memory
@@ -224,6 +234,10 @@ class Config:
         if m.qk_conv < 0 or m.qk_conv == 1:
             raise ConfigError(f"model.qk_conv = {m.qk_conv!r} is invalid: it is the number of tokens each key mixes "
                               f"(2 or more; 3 for multi-token lookups), or 0 for off.")
+        if mem.shared_qk and not (m.qk_conv or m.key_smear):
+            raise ConfigError("memory.shared_qk = true needs model.qk_conv (or model.key_smear): with keys that are "
+                              "the queries of the same token, a query finds its own token again, not what followed "
+                              "it; set model.qk_conv = 8 (or 3), or memory.shared_qk = false.")
         if m.qk_conv and m.key_smear:
             raise ConfigError(f"model.qk_conv = {m.qk_conv} and model.key_smear = true together are refused: both mix "
                               f"earlier tokens into the keys, and qk_conv includes the smear; set one of them.")

@@ -72,6 +72,7 @@ class Attention(nn.Module):
         self.qk_norm = config.qk_norm(layer)
         # per-head weight of the previous token's key, sigmoid(0) = 0.5 at the start
         self.smear = nn.Parameter(torch.zeros(m.heads)) if m.key_smear else None
+        self.shared_qk = config.shared_qk(layer)  # keys are the queries (the key rows of qkv go unused)
         self.qk_conv = QKConvolution(m.qk_conv, m.heads, m.head_dim) if m.qk_conv else None
         if self.qk_norm:  # learned per-head temperature, starting at the usual 1/sqrt(D) scale of unit vectors
             self.log_scale = nn.Parameter(torch.full((m.heads,), math.log(math.sqrt(m.head_dim))))
@@ -88,6 +89,8 @@ class Attention(nn.Module):
         """x [B, L, dim] -> [B, L, dim]; layer_state holds this layer's XL cache and kNN memory."""
         lanes, length, _ = x.shape
         q, k, v = self.qkv(x).view(lanes, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, H, L, D]
+        if self.shared_qk:
+            k = q
         # [B, H, D], before the smear: the next segment's first key mixes it in (a copy, not a view of qkv)
         last_key = k[:, :, -1].clone()
         if self.smear is not None:

@@ -287,6 +287,9 @@ class PretrainedMemorizing(nn.Module):
         if config.model.key_smear:  # set after the pretrained shape was read (--set): refused, not dropped
             raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
                               "'hf:...'): its keys are its own; set model.key_smear = false.")
+        if config.memory.shared_qk:
+            raise ConfigError("memory.shared_qk = true is not available with a pretrained model (train.init_from = "
+                              "'hf:...'): its keys are its own; set memory.shared_qk = false.")
         if config.model.qk_conv:
             raise ConfigError(f"model.qk_conv = {config.model.qk_conv} is not available with a pretrained model "
                               "(train.init_from = 'hf:...'): its queries and keys are its own; set model.qk_conv = 0.")
