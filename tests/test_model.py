@@ -93,27 +93,37 @@ def test_reset_equals_fresh_state_and_touches_only_its_lane(keys):
     assert torch.allclose(logits[1:], continued[1:, -SEGMENT:], atol=1e-5)
 
 
-def test_smeared_keys_mix_in_the_previous_token_across_segment_boundaries():
-    """The keys the memory stores do not depend on where segments end: the first key of a segment mixes in the
-    last token of the segment before, as a key in the middle does. (One layer: its keys depend on the tokens
-    alone, not on how much context the layers below saw.)"""
-    model = make_model(model__key_smear=True, model__depth=1)
+def _only_own_key(model) -> None:
+    """Each key its own token's: the smear's weight of the previous key ~ 0, the convolution's taps on t alone."""
+    for block in model.blocks:
+        if block.attn.smear is not None:
+            block.attn.smear.fill_(-30.0)
+        if block.attn.qk_conv is not None:
+            block.attn.qk_conv.taps.zero_()[..., -1] = 1.0
+
+
+@pytest.mark.parametrize("keys", [{"model__key_smear": True}, {"model__qk_conv": 4}])
+def test_mixed_keys_take_in_the_tokens_before_across_segment_boundaries(keys):
+    """The keys the memory stores do not depend on where segments end: the first keys of a segment mix in the last
+    tokens of the segment before (smear, model.qk_conv) as keys in the middle do, also for segments shorter than
+    the convolution; and the mixing is there (keys of the token alone differ). (One layer: its keys depend on the
+    tokens alone, not on how much context the layers below saw.)"""
+    model = make_model(model__depth=1, **keys)
     tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
     stored = []
     with torch.no_grad():
-        for length in (SEGMENT, SEGMENT // 4):
+        for length in (SEGMENT, SEGMENT // 4, 2):
             state = model.init_state(LANES)
             for s in range(0, tokens.shape[1], length):
                 _, state = model(tokens[:, s:s + length], state)
             stored.append(state.memories()[0].tensors()["keys"])
-        unsmeared = make_model(model__key_smear=True, model__depth=1)
-        unsmeared.load_state_dict(model.state_dict())
-        for block in unsmeared.blocks:
-            block.attn.smear.fill_(-30.0)  # weight of the previous key ~ 0
-        state = unsmeared.init_state(LANES)
+        unmixed = make_model(model__depth=1, **keys)
+        unmixed.load_state_dict(model.state_dict())
+        _only_own_key(unmixed)
+        state = unmixed.init_state(LANES)
         for s in range(0, tokens.shape[1], SEGMENT):
-            _, state = unsmeared(tokens[:, s:s + SEGMENT], state)
-    assert torch.allclose(stored[0], stored[1], atol=1e-5)
+            _, state = unmixed(tokens[:, s:s + SEGMENT], state)
+    assert torch.allclose(stored[0], stored[1], atol=1e-5) and torch.allclose(stored[0], stored[2], atol=1e-5)
     assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
 
 
@@ -155,30 +165,6 @@ def test_shared_queries_and_keys_leave_the_memory_layers_key_projection_unused()
             before = after
     no_memory = MemorizingTransformer(tiny_config(model__qk_conv=4, memory__shared_qk=True, memory__enabled=False))
     assert [b.attn.shared_qk for b in no_memory.blocks] == [False, True]  # the tiny preset's memory: the last layer
-
-
-def test_convolved_keys_mix_in_the_previous_tokens_across_segment_boundaries():
-    """As the smear, for queries and keys over the last tokens (model.qk_conv): the first keys of a segment mix in
-    the last tokens of the segment before as keys in the middle do, also for segments shorter than the
-    convolution; and the mixing is there (keys of the token alone differ)."""
-    model = make_model(model__qk_conv=4, model__depth=1)
-    tokens = torch.randint(0, 256, (LANES, 4 * SEGMENT))
-    stored = []
-    with torch.no_grad():
-        for length in (SEGMENT, SEGMENT // 4, 2):
-            state = model.init_state(LANES)
-            for s in range(0, tokens.shape[1], length):
-                _, state = model(tokens[:, s:s + length], state)
-            stored.append(state.memories()[0].tensors()["keys"])
-        unconvolved = make_model(model__qk_conv=4, model__depth=1)
-        unconvolved.load_state_dict(model.state_dict())
-        for block in unconvolved.blocks:
-            block.attn.qk_conv.taps.zero_()[..., -1] = 1.0  # the token's own query and key only
-        state = unconvolved.init_state(LANES)
-        for s in range(0, tokens.shape[1], SEGMENT):
-            _, state = unconvolved(tokens[:, s:s + SEGMENT], state)
-    assert torch.allclose(stored[0], stored[1], atol=1e-5) and torch.allclose(stored[0], stored[2], atol=1e-5)
-    assert not torch.allclose(stored[0], state.memories()[0].tensors()["keys"], atol=1e-2)
 
 
 def test_reset_flag_in_forward_matches_fresh_state():

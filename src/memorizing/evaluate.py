@@ -190,7 +190,7 @@ class _FarRepeats:
         self.window = window
         self.nll, self.count, self.found = 0.0, 0, 0
         self.right, self.right_rest, self.rest = 0.0, 0.0, 0  # weight on the right byte: far repeats, others
-        self.layer = model.memory_attentions()[0] if getattr(model, "memory_layers", None) else None
+        self.layer = model.memory_attentions()[0] if model.memory_layers else None
         if self.layer is not None:
             self.layer.record = True
 

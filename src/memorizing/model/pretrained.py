@@ -284,15 +284,14 @@ class PretrainedMemorizing(nn.Module):
     def __init__(self, config: Config, lm, tokenizer):
         super().__init__()
         _require_transformers("a pretrained model with memory")
-        if config.model.key_smear:  # set after the pretrained shape was read (--set): refused, not dropped
-            raise ConfigError("model.key_smear = true is not available with a pretrained model (train.init_from = "
-                              "'hf:...'): its keys are its own; set model.key_smear = false.")
-        if config.memory.shared_qk:
-            raise ConfigError("memory.shared_qk = true is not available with a pretrained model (train.init_from = "
-                              "'hf:...'): its keys are its own; set memory.shared_qk = false.")
-        if config.model.qk_conv:
-            raise ConfigError(f"model.qk_conv = {config.model.qk_conv} is not available with a pretrained model "
-                              "(train.init_from = 'hf:...'): its queries and keys are its own; set model.qk_conv = 0.")
+        # settings that change how queries and keys are made, set after the pretrained shape was read (--set):
+        # refused, not dropped
+        for key, value, off in (("model.key_smear", config.model.key_smear, "false"),
+                                ("model.qk_conv", config.model.qk_conv, "0"),
+                                ("memory.shared_qk", config.memory.shared_qk, "false")):
+            if value:
+                raise ConfigError(f"{key} = {str(value).lower()} is not available with a pretrained model "
+                                  f"(train.init_from = 'hf:...'): its queries and keys are its own; set {key} = {off}.")
         self.family = family_of(lm.config)
         self.config = shaped_config(config, lm.config).validate()
         self.shape = shape_of(lm.config)
