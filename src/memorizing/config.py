@@ -430,17 +430,18 @@ PRESETS: dict[str, dict[str, dict]] = {
     "cpu": {
         # Small and fast enough for the seed study in about 30 minutes on 2 cores. 16 lanes per step: with 8 lanes
         # (a noisier gradient) some seeds learned to copy from their context within the budget and others did
-        # not, and that, not memory, decided the perplexity. Smeared keys and the memory in the first layer: the
-        # layer that learns to look things up is the one whose keys the memory can use (README, "What it takes
-        # for memory to retrieve"). Documents of 4 KB or more: the memory fills within each.
-        "model": {"dim": 64, "depth": 3, "heads": 4, "head_dim": 16, "xl_cache": 64, "key_smear": True},
-        "memory": {"size": 2048, "top_k": 32, "layers": [1]},
+        # not, and that, not memory, decided the perplexity. Queries and keys over the last 8 bytes (qk_conv) and,
+        # in the memory layer, keys equal to queries (shared_qk), with the memory in the first layer: the lookup
+        # that memory extends is then there from the start and training on local attention cannot unlearn it
+        # (README, "What it takes for memory to retrieve"). Documents of 4 KB or more: the memory fills within each.
+        "model": {"dim": 64, "depth": 3, "heads": 4, "head_dim": 16, "xl_cache": 64, "qk_conv": 8},
+        "memory": {"size": 2048, "top_k": 32, "layers": [1], "shared_qk": True},
         # Evaluation: 16 test documents of 16 KB or more, sampled across the split, each cut to its first 16 KB
         # (one per lane: every bucket up to 8-16 KB holds all 16 documents).
         "data": {"lanes": 16, "segment": 64, "min_document": 4096, "eval_tokens": 262144, "eval_length": 16384,
                  "eval_min_length": 16384, "order_seed": 0},
         "train": {"steps": 900, "lr": 5e-3, "warmup": 50, "checkpoint_every": 300, "log_every": 20,
-                  "eval_every": 450},
+                  "eval_every": 300},
     },
     "paper": {
         "model": {"dim": 1024, "depth": 12, "heads": 8, "head_dim": 128, "xl_cache": 512},

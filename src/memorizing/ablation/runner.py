@@ -85,7 +85,7 @@ def plan_error(understood: Understood) -> PlanError:
 # train.steps and fine-tunes every variant from it for finetune_steps; "scratch" trains every variant from
 # initialisation for train.steps.
 STUDY_DEFAULTS = {"tiny": {"start": "scratch", "finetune_steps": 10},
-                  "cpu": {"start": "warm", "finetune_steps": 300},
+                  "cpu": {"start": "scratch", "finetune_steps": 300},
                   "paper": {"start": "warm", "finetune_steps": 20000}}
 
 def controls(baseline: Config) -> list[Variant]:

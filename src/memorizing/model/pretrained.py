@@ -108,13 +108,13 @@ def shape_of(hf_config) -> dict:
 
 
 def shaped_config(config: Config, hf_config) -> Config:
-    """A copy of the config with model.* read from the pretrained model (no smeared or convolved keys: its keys are
-    its own), but model.xl_cache as set, checked against what the model can do."""
+    """A copy of the config with model.* read from the pretrained model (no smeared, convolved or shared keys: its
+    queries and keys are its own), but model.xl_cache as set, checked against what the model can do."""
     family = family_of(hf_config)
     config, shape = config.copy(), shape_of(hf_config)
     for key in ("dim", "depth", "heads", "head_dim", "vocab_size"):
         setattr(config.model, key, shape[key])
-    config.model.key_smear, config.model.qk_conv = False, 0
+    config.model.key_smear, config.model.qk_conv, config.memory.shared_qk = False, 0, False
     segment, cache = config.data.segment, config.model.xl_cache
     if cache and not family.rotary:
         rotary = ", ".join(name for name, f in FAMILIES.items() if f.rotary)
