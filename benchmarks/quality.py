@@ -2,7 +2,8 @@
 memorizing-transformers-pytorch 0.4.1, on the same data in the same order with the same optimizer.
 
 One shared shape (4 layers, width 256, 4 heads of 64, segment 256, XL cache 256, 8 lanes; memory of 8192 entries
-per lane at layer 3, top-32) on the default corpus (the Python standard library). All four models train with
+per lane, top-32; ours at layer 1 with the `cpu` preset's queries and keys, the peer's at layer 3, its default
+place) on the default corpus (the Python standard library). All four models train with
 AdamW (lr 1e-3 after a linear warm-up, then constant, so that step S means the same schedule for every model;
 betas 0.9/0.95, weight decay 0.1 on matrices, gradient clipping at 0.5), reading the training split through the
 same lanes in the same order. They take turns, one step each (so that the machine's slow spells fall on all
@@ -15,6 +16,7 @@ The last line of output is one JSON object.
 
     pip install memorizing-transformers-pytorch==0.4.1 einops-exts   # the peer, for this benchmark only
     python benchmarks/quality.py [--steps 300] [--seconds 420] [--eval-docs 8] [--eval-bytes 32768] [--no-peer]
+                                 [--set KEY=VALUE]
 """
 
 import argparse
@@ -75,12 +77,17 @@ def held_out_documents(count: int, length: int):
     return [d.head(length + 1) for d in documents[:count]]
 
 
-def ours(memory: bool) -> Contender:
+# Our queries and keys as the `cpu` preset makes them: over the last 8 bytes (model.qk_conv), and in the memory
+# layer, the first, keys equal to queries (memory.shared_qk). --set replaces or adds settings of our two models.
+RECIPE = ["model.qk_conv=8", "memory.shared_qk=true", "memory.layers=1"]
+
+
+def ours(memory: bool, sets: list[str]) -> Contender:
     config = preset("tiny").override([
         f"model.dim={DIM}", f"model.depth={DEPTH}", f"model.heads={HEADS}", f"model.head_dim={HEAD_DIM}",
         f"model.xl_cache={SEGMENT}", f"data.segment={SEGMENT}", f"data.lanes={LANES}",
         f"memory.enabled={str(memory).lower()}", f"memory.size={MEMORY}", f"memory.top_k={TOP_K}",
-        "memory.layers=auto", "memory.search=bucketed"])
+        "memory.search=bucketed", *RECIPE, *sets])
     model = MemorizingTransformer(config)
     state = model.init_state(LANES)
 
@@ -147,13 +154,15 @@ def main():
     parser.add_argument("--eval-docs", type=int, default=8)
     parser.add_argument("--eval-bytes", type=int, default=32768)
     parser.add_argument("--no-peer", action="store_true", help="skip memorizing-transformers-pytorch")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of our models, after the recipe's (e.g. model.qk_conv=0)")
     args = parser.parse_args()
     held_out = held_out_documents(args.eval_docs, args.eval_bytes)
     with contextlib.ExitStack() as stack:
         contenders = []
         for memory in (False, True):
             torch.manual_seed(0)
-            contenders.append(ours(memory))
+            contenders.append(ours(memory, args.sets))
             if not args.no_peer:
                 torch.manual_seed(0)
                 contenders.append(peer(memory, stack))

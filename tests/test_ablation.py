@@ -232,6 +232,31 @@ def test_study_report_resume_and_shards(tmp_path, corpus, monkeypatch):
     assert main(study_argv(plan, corpus, tmp_path / "full")) == 2
 
 
+def test_a_warm_study_fine_tunes_every_variant_from_its_seeds_trunk(tmp_path, corpus):
+    """--start warm: per seed one trunk without memory, trained train.steps and shared by the variants that differ
+    only in the memory branch; each variant starts from its seed's trunk and trains --finetune-steps."""
+    plan = tmp_path / "plan.md"
+    plan.write_text(PLAN)
+    out = tmp_path / "warm"
+    assert main(study_argv(plan, corpus, out, "--start", "warm", "--finetune-steps", "2", "--set", "train.steps=40",
+                           "--set", "train.log_every=1")) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert study["start"] == "warm" and study["trunk_steps"] == 40 and study["finetune_steps"] == 2
+    (trunk_key, trunk), = study["trunks"].items()  # memory size is the memory's alone: one trunk for all
+    assert trunk["memory"]["enabled"] is False and trunk["train"]["steps"] == 40
+    for seed in (0, 1):
+        first = [json.loads(line) for line in (out / "runs" / f"trunk-{trunk_key}-s{seed}" / "metrics.jsonl")
+                 .read_text().splitlines()]
+        assert first[-1]["step"] == 40
+        for variant in study["variants"]:
+            metrics = [json.loads(line) for line in (out / "runs" / f"{variant['key']}-s{seed}" / "metrics.jsonl")
+                       .read_text().splitlines()]
+            assert [m["step"] for m in metrics] == [1, 2]
+            # its first step already has the trunk's 40 steps of learning (a fresh network starts near ln 256)
+            assert metrics[0]["loss"] < first[0]["loss"] - 1.0, (metrics[0]["loss"], first[0]["loss"])
+    assert "pretrains one trunk without memory for 40 steps" in (out / "report.md").read_text()
+
+
 def test_a_diverging_variant_is_recorded_as_failed_and_the_study_carries_on(tmp_path, corpus):
     plan = tmp_path / "plan.toml"
     plan.write_text('[[ablation]]\ntitle = "LR"\n[[ablation.variant]]\nname = "huge lr"\n'

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")
     p.add_argument("--start", choices=["warm", "scratch"], help="warm: per seed, pretrain one trunk without memory "
                    "(train.steps), then fine-tune every variant from it; scratch: train every variant from "
-                   "initialisation (default: the preset's; cpu: warm)")
+                   "initialisation (default: the preset's; tiny and cpu: scratch, paper: warm)")
     p.add_argument("--finetune-steps", type=int, metavar="N", help="steps of each variant after its trunk (warm, "
                    "--init-from; default: the preset's, cpu 300)")
     p.add_argument("--init-from", metavar="SOURCE", help="fine-tune every variant from this trained run folder, "
