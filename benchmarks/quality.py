@@ -78,7 +78,7 @@ def held_out_documents(count: int, length: int):
 
 
 # Our queries and keys as the `cpu` preset makes them: over the last 8 bytes (model.qk_conv), and in the memory
-# layer, the first, keys equal to queries (memory.shared_qk). --set replaces or adds settings of our two models.
+# layer, placed first, keys equal to queries (memory.shared_qk). --set replaces or adds settings of our two models.
 RECIPE = ["model.qk_conv=8", "memory.shared_qk=true", "memory.layers=1"]
 
 

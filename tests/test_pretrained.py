@@ -317,6 +317,15 @@ def test_ablate_from_a_pretrained_folder_resolves_layers_in_its_depth(tmp_path, 
     assert f"from hf:{source}" in out and "memory.layers = [1]" in out
 
 
+def test_the_cpu_preset_applies_to_a_pretrained_model_without_its_own_query_and_key_settings(tmp_path, capsys):
+    """The README's `--preset cpu --init-from hf:...`: the preset's convolved and shared queries and keys are the
+    small model's own, so they are dropped for a pretrained model, not refused."""
+    source = source_folder(tmp_path)
+    assert main(["ablate", "--init-from", f"hf:{source}", "--preset", "cpu", "--set", "memory.layers=auto",
+                 "--set", "data.lanes=4", "--dry-run"]) == 0
+    assert "nothing trained" in capsys.readouterr().out
+
+
 def test_a_study_of_a_retrofitted_model_reports_bits_per_byte(corpus, tmp_path):
     """Perplexity per token depends on the tokenizer; the report gives bits per byte beside it. The tiny models'
     tokenizer has one token per byte (and the corpus is ASCII), so here too it is log2 of the perplexity."""

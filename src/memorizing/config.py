@@ -428,7 +428,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": {"steps": 20, "lr": 3e-3, "warmup": 5, "checkpoint_every": 10, "log_every": 5},
     },
     "cpu": {
-        # Small and fast enough for the seed study in about 30 minutes on 2 cores. 16 lanes per step: with 8 lanes
+        # Small and fast enough for the seed study in about 25 minutes on 2 cores. 16 lanes per step: with 8 lanes
         # (a noisier gradient) some seeds learned to copy from their context within the budget and others did
         # not, and that, not memory, decided the perplexity. Queries and keys over the last 8 bytes (qk_conv) and,
         # in the memory layer, keys equal to queries (shared_qk), with the memory in the first layer: the lookup
