@@ -58,11 +58,12 @@ class ModelConfig:
     key_smear: bool = False
     # Queries and keys over the last qk_conv tokens (0 = off), for lookups keyed by more than one token: each head's
     # query and key become a learned per-channel mix of the raw queries and keys of the last tokens (Primer's
-    # depthwise convolution, So et al. 2021), started as n-gram induction: a key sums its token and the qk_conv - 1
-    # before it, a query its token and the qk_conv - 2 before it, and the keys' projection starts as the queries',
-    # so the query at a context matches the stored key of the token that followed the same context from the first
-    # step. 2 mixes in one token before, as the smear does; a recalled 4-digit value needs 3 (README: "What it takes for
-    # memory to retrieve"). Memory stores the mixed keys.
+    # depthwise convolution, So et al. 2021), started as a lookup of what followed the same context: a query weighs
+    # its token 1 and each token further back half as much, a key the same over the tokens before it (its own at
+    # 0), and the keys' projection starts as the queries', so the query at a context matches the stored key of the
+    # token that followed the same context from the first step. 2 mixes in one token before, as the smear does; a
+    # recalled 4-digit value needs 3 or more (README: "What it takes for memory to retrieve"). Memory stores the
+    # mixed keys.
     qk_conv: int = 0
 
 

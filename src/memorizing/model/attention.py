@@ -33,20 +33,24 @@ def local_attention(q, keys, values, bias, lane_mask, need_lse: bool):
 class QKConvolution(nn.Module):
     """Queries and keys over the last tokens (model.qk_conv = width): a causal depthwise convolution of each
     head's raw queries and keys (Primer, So et al. 2021), q'[t] = sum_j a[j] * q[t - j] per channel, and the same
-    for keys with their own taps, started as n-gram induction: a key is the sum of the keys of its token and the
-    width - 1 tokens before it, a query the sum of the queries of its token and the width - 2 before it. The query
-    at a context then matches the stored key of the token that followed the same context before: "what came
-    after these tokens the last time?", once queries and keys of the same tokens match, which the layer's keys
-    starting as its queries give from the first step (Attention.start_keys_as_queries; README: "What it takes for
-    memory to retrieve"). Width 2 mixes in one token before, as the smear (model.key_smear) does. The taps are
-    learned from there."""
+    for keys with their own taps, started as a lookup of what followed the same context: a query weighs its
+    token 1 and the token m before it DECAY^m (m < width - 1); a key weighs its own token 0 and the token m + 1
+    before it DECAY^m. So the stored key of the token that followed a context is the query at that context, and
+    the keys one place off match less (by about DECAY): "what came after these tokens the last time?", once
+    queries and keys of the same tokens match, which the layer's keys starting as its queries give from the
+    first step (Attention.start_keys_as_queries; README: "What it takes for memory to retrieve"). Plain sums
+    instead (every tap 1) are a bag of tokens: the key at the same place matches as well as the next token's.
+    The taps are learned from there."""
+
+    DECAY = 0.5  # the weight of each further token back, at the start
 
     def __init__(self, width: int, heads: int, head_dim: int):
         super().__init__()
         self.width = width
+        recency = self.DECAY ** torch.arange(width - 1, dtype=torch.float32).flip(0)  # [width - 1], oldest first
         taps = torch.zeros(2, heads, head_dim, width)  # [q/k, H, D, width], oldest first: [..., -1] is t itself
-        taps[0, ..., 1:] = 1.0  # queries: t and the width - 2 tokens before it
-        taps[1] = 1.0  # keys: t and the width - 1 tokens before it
+        taps[0, ..., 1:] = recency  # queries: t at 1, t - m at DECAY^m
+        taps[1, ..., :-1] = recency  # keys: t itself at 0, t - 1 - m at DECAY^m
         self.taps = nn.Parameter(taps)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, recent: torch.Tensor):

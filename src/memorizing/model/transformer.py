@@ -58,7 +58,7 @@ class MemorizingTransformer(nn.Module):
         # times slower (README: "What it takes for memory to retrieve").
         self.head = nn.Linear(m.dim, m.vocab_size, bias=False)
         self.apply(self._init_weights)
-        for block in self.blocks:  # model.qk_conv's n-gram induction start (attention.py), on top of that init
+        for block in self.blocks:  # model.qk_conv's lookup start (attention.py), on top of that init
             if block.attn.qk_conv is not None:
                 block.attn.start_keys_as_queries()
 
