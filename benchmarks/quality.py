@@ -77,9 +77,12 @@ def held_out_documents(count: int, length: int):
     return [d.head(length + 1) for d in documents[:count]]
 
 
-# Our queries and keys as the `cpu` preset makes them: over the last 8 bytes (model.qk_conv), and in the memory
-# layer, placed first, keys equal to queries (memory.shared_qk). --set replaces or adds settings of our two models.
-RECIPE = ["model.qk_conv=8", "memory.shared_qk=true", "memory.layers=1"]
+# Our queries and keys as the `cpu` preset makes them, read from it: over the last bytes (model.qk_conv), and in
+# the memory layer, placed as there, keys equal to queries (memory.shared_qk). --set replaces or adds settings of
+# our two models.
+_CPU = preset("cpu")
+RECIPE = [f"model.qk_conv={_CPU.model.qk_conv}", f"memory.shared_qk={str(_CPU.memory.shared_qk).lower()}",
+          f"memory.layers={','.join(map(str, _CPU.memory.layers))}"]
 
 
 def ours(memory: bool, sets: list[str]) -> Contender:
