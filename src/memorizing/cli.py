@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from memorizing.config import STUDY_DEFAULTS
 from memorizing.errors import TrainingDiverged, UserError
 
 CORPUS_HELP = "python-stdlib (default), text:PATH, recall, pg19, enwik8 or arxiv"
@@ -63,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="runs at once, each with its share of the CPU cores (default: one per "
                    "core on a CPU machine, 1 with a GPU)")
     p.add_argument("--shard", default="1/1", metavar="I/N", help="run only share I of N of the runs")
+    by_preset = {key: ", ".join(f"{name} {d[key]}" for name, d in STUDY_DEFAULTS.items())
+                 for key in ("start", "finetune_steps")}
     p.add_argument("--start", choices=["warm", "scratch"], help="warm: per seed, pretrain one trunk without memory "
                    "(train.steps), then fine-tune every variant from it; scratch: train every variant from "
-                   "initialisation (default: the preset's; tiny and cpu: scratch, paper: warm)")
+                   f"initialisation (default: the preset's; {by_preset['start']})")
     p.add_argument("--finetune-steps", type=int, metavar="N", help="steps of each variant after its trunk (warm, "
-                   "--init-from; default: the preset's, cpu 300)")
+                   f"--init-from; default: the preset's; {by_preset['finetune_steps']})")
     p.add_argument("--init-from", metavar="SOURCE", help="fine-tune every variant from this trained run folder, "
                    "or from a pretrained model (hf:PATH, see train --init-from)")
     p.add_argument("--no-controls", action="store_true", help="leave out the two controls a study with memory "

@@ -453,6 +453,13 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
+# How a study trains its runs, by preset: "warm" pretrains one trunk per seed (memory off) for the preset's
+# train.steps and fine-tunes every variant from it for finetune_steps; "scratch" trains every variant from
+# initialisation for train.steps.
+STUDY_DEFAULTS = {"tiny": {"start": "scratch", "finetune_steps": 10},
+                  "cpu": {"start": "scratch", "finetune_steps": 300},
+                  "paper": {"start": "warm", "finetune_steps": 20000}}
+
 def preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r} is unknown: allowed presets are {', '.join(PRESETS)}.")

@@ -23,7 +23,7 @@ from memorizing.ablation.plan import Plan, PlanError, load_plan, resolved_toml
 from memorizing.ablation.report import CONTROLS, write_report
 from memorizing.ablation.study_folder import (RESOLVED, RUNS, STUDY, TRUNK, append_ledger, read_ledger, run_id,
                                               trunk_of)
-from memorizing.config import HF_PREFIX, Config, is_pretrained
+from memorizing.config import HF_PREFIX, STUDY_DEFAULTS, Config, is_pretrained
 from memorizing.run_config import build_config
 from memorizing.errors import UserError
 from memorizing.files import atomic_write
@@ -80,13 +80,6 @@ def plan_error(understood: Understood) -> PlanError:
                      f"\n`memorizing ablate {understood.plan.path or ''} --dry-run` shows how each section was read."
                      .replace("  --dry-run", " --dry-run"))
 
-
-# How a study trains its runs, by preset: "warm" pretrains one trunk per seed (memory off) for the preset's
-# train.steps and fine-tunes every variant from it for finetune_steps; "scratch" trains every variant from
-# initialisation for train.steps.
-STUDY_DEFAULTS = {"tiny": {"start": "scratch", "finetune_steps": 10},
-                  "cpu": {"start": "scratch", "finetune_steps": 300},
-                  "paper": {"start": "warm", "finetune_steps": 20000}}
 
 def controls(baseline: Config) -> list[Variant]:
     """The controls every study with memory reports, so that what the memory buys reads off the table: the same
