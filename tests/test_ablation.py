@@ -244,6 +244,7 @@ def test_a_warm_study_fine_tunes_every_variant_from_its_seeds_trunk(tmp_path, co
     assert study["start"] == "warm" and study["trunk_steps"] == 40 and study["finetune_steps"] == 2
     (trunk_key, trunk), = study["trunks"].items()  # memory size is the memory's alone: one trunk for all
     assert trunk["memory"]["enabled"] is False and trunk["train"]["steps"] == 40
+
     def metrics(run: str) -> list[dict]:
         return [json.loads(line) for line in (out / "runs" / run / "metrics.jsonl").read_text().splitlines()]
 
@@ -251,11 +252,10 @@ def test_a_warm_study_fine_tunes_every_variant_from_its_seeds_trunk(tmp_path, co
         first = metrics(f"trunk-{trunk_key}-s{seed}")
         assert first[-1]["step"] == 40
         for variant in study["variants"]:
-            metrics_of_variant = metrics(f"{variant['key']}-s{seed}")
-            assert [m["step"] for m in metrics_of_variant] == [1, 2]
+            tuned = metrics(f"{variant['key']}-s{seed}")
+            assert [m["step"] for m in tuned] == [1, 2]
             # its first step already has the trunk's 40 steps of learning (a fresh network starts near ln 256)
-            assert metrics_of_variant[0]["loss"] < first[0]["loss"] - 1.0, (metrics_of_variant[0]["loss"],
-                                                                             first[0]["loss"])
+            assert tuned[0]["loss"] < first[0]["loss"] - 1.0, (tuned[0]["loss"], first[0]["loss"])
     assert "pretrains one trunk without memory for 40 steps" in (out / "report.md").read_text()
 
 

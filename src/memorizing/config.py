@@ -460,6 +460,7 @@ STUDY_DEFAULTS = {"tiny": {"start": "scratch", "finetune_steps": 10},
                   "cpu": {"start": "scratch", "finetune_steps": 300},
                   "paper": {"start": "warm", "finetune_steps": 20000}}
 
+
 def preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r} is unknown: allowed presets are {', '.join(PRESETS)}.")
